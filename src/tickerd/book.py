@@ -1,0 +1,146 @@
+"""The price book: the latest tick per symbol and the reply bodies built from it.
+
+Reply bodies are cached as bytes so the protocol splices them into envelopes instead of
+serialising per request: one body per symbol (``{"symbol":..,"price":..,"time":..}``) and
+one all-symbols array. Updates only drop cache entries; a body is rebuilt on the first read
+after a change, so a burst of ticks between two reads costs one rebuild, not one per tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+
+from .errors import TickerdError
+from .models import Tick
+from .symbols import SymbolUniverse, format_price, on_tick_grid
+
+Listener = Callable[[Sequence[Tick]], None]
+
+
+class TickRejected(TickerdError):
+    """A tick that cannot enter the book, with the reason."""
+
+
+class PriceBook:
+    """Latest :class:`Tick` per symbol of a :class:`SymbolUniverse`."""
+
+    def __init__(self, universe: SymbolUniverse) -> None:
+        self.universe = universe
+        self._ticks: dict[str, Tick] = {}
+        self._bodies: dict[str, bytes] = {}
+        self._all: bytes | None = None
+        self._listeners: list[Listener] = []
+        self._trading: frozenset[str] = frozenset()
+        self.refresh_status()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def update(self, tick: Tick) -> None:
+        """Make ``tick`` its symbol's latest price (the tick must come from :meth:`make_tick`
+        or an equally validated source)."""
+        self._ticks[tick.symbol] = tick
+        self._bodies.pop(tick.symbol, None)
+        self._all = None
+        if self._listeners:
+            for listener in self._listeners:
+                listener((tick,))
+
+    def apply(self, ticks: Sequence[Tick]) -> None:
+        """Apply a batch of validated ticks in order (the last per symbol wins)."""
+        store = self._ticks
+        bodies = self._bodies
+        for tick in ticks:
+            store[tick.symbol] = tick
+            bodies.pop(tick.symbol, None)
+        if ticks:
+            self._all = None
+            for listener in self._listeners:
+                listener(ticks)
+
+    def remove(self, symbol: str) -> None:
+        """Forget ``symbol``'s price."""
+        self._ticks.pop(symbol, None)
+        self._bodies.pop(symbol, None)
+        self._all = None
+
+    def clear(self) -> None:
+        """Forget every price."""
+        self._ticks.clear()
+        self._bodies.clear()
+        self._all = None
+
+    def refresh_status(self) -> None:
+        """Re-read which symbols trade after the universe changed a status."""
+        self._trading = frozenset(s.symbol for s in self.universe.trading())
+        self._bodies.clear()
+        self._all = None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every applied batch; returns the unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def make_tick(self, symbol: str, price: str | Decimal, time_ms: int) -> Tick:
+        """Validate a tick against the universe and print its price canonically.
+
+        Raises :class:`TickRejected` for an unknown symbol, a price that is not a positive
+        decimal on the symbol's tick grid, or a time that is not a non-negative integer.
+        """
+        info = self.universe.get(symbol) if isinstance(symbol, str) else None
+        if info is None:
+            raise TickRejected(f"unknown symbol {symbol!r}")
+        if isinstance(price, float) or not isinstance(price, (str, Decimal)):
+            raise TickRejected(f"price must be a decimal string, got {type(price).__name__}")
+        try:
+            value = Decimal(price)
+        except InvalidOperation:
+            raise TickRejected(f"price {price!r} is not a decimal number") from None
+        if not on_tick_grid(info, value):
+            raise TickRejected(f"price {price} is not a positive multiple of {info.tick_size}")
+        if isinstance(time_ms, bool) or not isinstance(time_ms, int) or time_ms < 0:
+            raise TickRejected(f"time {time_ms!r} is not a non-negative integer of ms")
+        return Tick(symbol, format_price(info, value), time_ms)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, symbol: str) -> Tick | None:
+        """The latest tick of ``symbol``, or None."""
+        return self._ticks.get(symbol)
+
+    def ticks(self) -> list[Tick]:
+        """Every latest tick, in symbol order."""
+        return [self._ticks[s] for s in sorted(self._ticks)]
+
+    def __len__(self) -> int:
+        return len(self._ticks)
+
+    def body(self, symbol: str) -> bytes | None:
+        """The cached ``result`` body of a TRADING symbol that has a price, else None."""
+        body = self._bodies.get(symbol)
+        if body is None:
+            tick = self._ticks.get(symbol)
+            if tick is None or symbol not in self._trading:
+                return None
+            body = self._bodies[symbol] = _body(tick)
+        return body
+
+    def all_body(self) -> bytes:
+        """The cached ``result`` array of every TRADING symbol with a price, by symbol."""
+        body = self._all
+        if body is None:
+            body_of = self.body
+            parts = [body_of(s) for s in sorted(self._trading.intersection(self._ticks))]
+            body = self._all = b"[" + b",".join(p for p in parts if p is not None) + b"]"
+        return body
+
+
+def _body(tick: Tick) -> bytes:
+    # Symbols and prices are validated ASCII (names from the universe, prices printed by
+    # format_price), so no JSON escaping is needed.
+    return b'{"symbol":"%s","price":"%s","time":%d}' % (
+        tick.symbol.encode(),
+        tick.price.encode(),
+        tick.time_ms,
+    )
+

@@ -1,0 +1,92 @@
+"""Command line: ``tickerd serve`` (every flag also a TICKERD_* environment variable)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import ENV_PREFIX, Settings
+from .errors import TickerdError
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
+def _add_settings(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env_name = ENV_PREFIX + f.name.upper()
+        default = getattr(defaults, f.name)
+        kind = type(default) if default is not None else str
+        raw = env.get(env_name)
+        if raw is not None:
+            try:
+                default = kind(raw)
+            except ValueError:
+                parser.error(f"{env_name}={raw!r} is not a valid {kind.__name__}")
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=kind,
+            default=default,
+            metavar=f.name.upper(),
+            help=f"{f.metadata.get('help', '')} (env {env_name}; default {default})",
+        )
+
+
+def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``env`` supplies TICKERD_* defaults (os.environ by default)."""
+    env = dict(os.environ) if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="tickerd", description="A self-hosted, Binance-compatible price service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the WebSocket API server")
+    _add_settings(serve, env)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The :class:`Settings` named by parsed arguments."""
+    return Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tickerd`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        settings = settings_from(args)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if settings.log_level.upper() != "DEBUG":
+            logging.getLogger("tickerd.server.wire").setLevel(logging.WARNING)
+        from .app import Service
+
+        try:
+            service = Service(settings)
+            _run(service.serve_forever())
+        except (TickerdError, OSError) as exc:
+            print(f"tickerd: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Service settings: one dataclass, every field a ``tickerd serve`` flag and a TICKERD_* variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from . import weights
+
+ENV_PREFIX = "TICKERD_"
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything ``tickerd serve`` can be told. Durations are seconds unless named _ms."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=9000, metadata={"help": "WebSocket API port (0: any free port)"})
+    path: str = field(default="/ws-fapi/v1", metadata={"help": "WebSocket API path"})
+    symbols_file: str | None = field(
+        default=None, metadata={"help": "exchangeInfo JSON file of the symbol universe"}
+    )
+    seed: int = field(default=1, metadata={"help": "seed of the synthetic market"})
+    tick_rate: float = field(
+        default=20.0, metadata={"help": "synthetic ticks per second, all symbols together"}
+    )
+    weight_limit: int = field(
+        default=weights.REQUEST_WEIGHT_LIMIT,
+        metadata={"help": "REQUEST_WEIGHT per IP per minute"},
+    )
+    connect_limit: int = field(
+        default=weights.CONNECT_LIMIT,
+        metadata={"help": "connection attempts per IP per 5 minutes (0: no limit)"},
+    )
+    max_connections: int = field(
+        default=20_000, metadata={"help": "open WebSocket connections at most"}
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024, metadata={"help": "largest request message (larger: close 1009)"}
+    )
+    max_send_buffer_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata={"help": "unsent reply bytes per connection before a slow reader is cut off"},
+    )
+    ping_interval: float = field(default=180.0, metadata={"help": "server ping interval"})
+    pong_timeout: float = field(
+        default=600.0, metadata={"help": "close when a ping is unanswered this long"}
+    )
+    max_lifetime: float = field(
+        default=86_400.0, metadata={"help": "close connections older than this"}
+    )
+    handshake_timeout: float = field(
+        default=5.0, metadata={"help": "drop connections that do not finish the handshake"}
+    )
+    close_timeout: float = field(
+        default=5.0, metadata={"help": "drop peers that do not answer a close frame"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "logging level"})
+
+
+def setting_names() -> list[str]:
+    """The names of every setting, in declaration order."""
+    return [f.name for f in fields(Settings)]

@@ -1,0 +1,158 @@
+"""Errors in their Binance wire form.
+
+Every error the server can answer with is a :class:`BinanceError` carrying the HTTP-like
+``status``, Binance's numeric ``code`` and its ``msg``. The client raises the same classes
+when a server answers with an error, so user code catches one hierarchy either way.
+
+Texts come from the USDⓈ-M Futures error list:
+https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
+(punctuation and the "occured" misspelling kept as Binance prints them).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class ErrorCode(IntEnum):
+    """Binance error codes used by tickerd."""
+
+    UNKNOWN = -1000
+    DISCONNECTED = -1001
+    TOO_MANY_REQUESTS = -1003
+    SERVER_BUSY = -1008
+    INVALID_TIMESTAMP = -1021
+    ILLEGAL_CHARS = -1100
+    TOO_MANY_PARAMETERS = -1101
+    MANDATORY_PARAM_EMPTY_OR_MALFORMED = -1102
+    UNKNOWN_PARAM = -1103
+    BAD_SYMBOL = -1121
+    INVALID_SYMBOL_STATUS = -1122
+    REJECTED_MBX_KEY = -2015
+
+
+MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.UNKNOWN: "An unknown error occured while processing the request.",
+    ErrorCode.DISCONNECTED: "Internal error; unable to process your request. Please try again.",
+    ErrorCode.SERVER_BUSY: (
+        "Server is currently overloaded with other requests. Please try again in a few minutes."
+    ),
+    ErrorCode.INVALID_TIMESTAMP: "Timestamp for this request is outside of the recvWindow.",
+    ErrorCode.ILLEGAL_CHARS: "Illegal characters found in parameter '{0}'; legal range is '{1}'.",
+    ErrorCode.TOO_MANY_PARAMETERS: "Too many parameters; expected '{0}' and received '{1}'.",
+    ErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED: (
+        "Mandatory parameter '{0}' was not sent, was empty/null, or malformed."
+    ),
+    ErrorCode.UNKNOWN_PARAM: "An unknown parameter was sent.",
+    ErrorCode.BAD_SYMBOL: "Invalid symbol.",
+    ErrorCode.INVALID_SYMBOL_STATUS: "Invalid symbol status.",
+    ErrorCode.REJECTED_MBX_KEY: "Invalid API-key, IP, or permissions for action.",
+}
+
+# Futures wording (BINANCE.md §3); spot's differs and must not be mixed in.
+RATE_LIMITED_MSG = (
+    "Too many requests; current limit of IP({ip}) is {limit} requests per minute. "
+    "Please use the websocket for live updates to avoid polling the API."
+)
+BANNED_MSG = (
+    "Way too many requests; IP({ip}) banned until {until}. "
+    "Please use the websocket for live updates to avoid bans."
+)
+
+# Envelope-level failures of the WebSocket API (BINANCE.md §1, observed live).
+INVALID_JSON_MSG = "Invalid JSON request."
+INVALID_ID_MSG = (
+    "Invalid 'id' in JSON request; expected an integer, a string matching "
+    "'^[a-zA-Z0-9-_]{1,36}$', or null."
+)
+INVALID_PARAMS_MSG = "Invalid 'params' in JSON request; expected an object."
+INVALID_METHOD_MSG = "Invalid 'method' in JSON request; expected a string."
+MISSING_ID_MSG = "Missing 'id' in JSON request."
+UNKNOWN_METHOD_MSG = "Unknown method."
+BINARY_FRAME_MSG = "Invalid JSON request."
+
+
+class TickerdError(Exception):
+    """Root of every exception tickerd raises."""
+
+
+class BinanceError(TickerdError):
+    """An error as Binance puts it on the wire: ``status``, ``code`` and ``msg``.
+
+    ``retry_after_ms`` and ``server_time_ms`` are set on 429/418 answers, where Binance adds
+    ``"data": {"serverTime": ..., "retryAfter": ...}`` to the WebSocket API error object;
+    ``used_weight`` is the client's weight this minute when the limiter refused it.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        msg: str,
+        *,
+        retry_after_ms: int | None = None,
+        server_time_ms: int | None = None,
+        used_weight: int | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {msg}")
+        self.status = status
+        self.code = code
+        self.msg = msg
+        self.retry_after_ms = retry_after_ms
+        self.server_time_ms = server_time_ms
+        self.used_weight = used_weight
+
+    @classmethod
+    def of(cls, code: ErrorCode, *args: str, status: int = 400) -> BinanceError:
+        """Build the error for ``code`` with Binance's message, formatted with ``args``."""
+        return error_class(status)(status, int(code), MESSAGES[code].format(*args))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``error`` object of a WebSocket API reply (also the REST error body)."""
+        wire: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.retry_after_ms is not None:
+            wire["data"] = {"serverTime": self.server_time_ms, "retryAfter": self.retry_after_ms}
+        return wire
+
+    @classmethod
+    def from_wire(cls, status: int, error: dict[str, Any]) -> BinanceError:
+        """Rebuild an error from a reply's ``status`` and ``error`` object."""
+        data = error.get("data") if isinstance(error.get("data"), dict) else {}
+        assert isinstance(data, dict)
+        retry = data.get("retryAfter")
+        server_time = data.get("serverTime")
+        return error_class(status)(
+            status,
+            int(error.get("code", ErrorCode.UNKNOWN)),
+            str(error.get("msg", "")),
+            retry_after_ms=retry if isinstance(retry, int) else None,
+            server_time_ms=server_time if isinstance(server_time, int) else None,
+        )
+
+
+class RequestError(BinanceError):
+    """The request was malformed or named something that does not exist (4xx)."""
+
+
+class RateLimitError(BinanceError):
+    """Too much request weight this minute (status 429): wait until ``retry_after_ms``."""
+
+
+class IPBannedError(RateLimitError):
+    """The IP is banned (status 418) until ``retry_after_ms`` for ignoring 429s."""
+
+
+class ServerError(BinanceError):
+    """The server failed or is overloaded (5xx)."""
+
+
+def error_class(status: int) -> type[BinanceError]:
+    """The exception class that stands for an error reply with this ``status``."""
+    if status == 418:
+        return IPBannedError
+    if status == 429:
+        return RateLimitError
+    if status >= 500:
+        return ServerError
+    return RequestError

@@ -1,0 +1,100 @@
+"""The embedded default: a seeded, deterministic random walk per symbol on its tick grid.
+
+Prices are kept as integer counts of ticks, so every price printed is exactly on the grid
+and no float ever touches one. The sequence of (symbol, price) depends only on the seed and
+the universe; the times come from the clock, so a :class:`~tickerd.clock.ManualClock`
+makes the whole stream reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+
+from ..book import PriceBook
+from ..clock import Clock
+from ..models import SymbolInfo, Tick
+from ..symbols import SymbolUniverse, reference_prices
+
+_MAX_BATCH = 10_000  # ticks applied per wake-up at most, however late the wake-up
+
+
+class _Walker:
+    """One symbol's price as a count of ticks, printed at its precision."""
+
+    __slots__ = ("symbol", "ticks", "unit", "scale", "decimals", "step")
+
+    def __init__(self, info: SymbolInfo, start: Decimal) -> None:
+        self.symbol = info.symbol
+        self.decimals = info.price_precision
+        self.scale = 10**self.decimals
+        # tick size in units of 10^-decimals: an integer, as precision covers the tick.
+        self.unit = int(info.tick_size * self.scale)
+        self.ticks = max(1, int(start / info.tick_size))
+        self.step = max(1, self.ticks // 5000)  # about 2 basis points per move
+
+    def price(self) -> str:
+        units = self.ticks * self.unit
+        if not self.decimals:
+            return str(units)
+        whole, frac = divmod(units, self.scale)
+        return f"{whole}.{frac:0{self.decimals}d}"
+
+
+class SyntheticMarket:
+    """A deterministic stream of ticks for every TRADING symbol of ``universe``."""
+
+    def __init__(self, universe: SymbolUniverse, seed: int) -> None:
+        self.rng = random.Random(seed)
+        refs = reference_prices()
+        self.walkers: list[_Walker] = []
+        for info in universe.trading():
+            ref = refs.get(info.symbol)
+            start = Decimal(ref) if ref else info.tick_size * self.rng.randint(10_000, 1_000_000)
+            self.walkers.append(_Walker(info, start))
+
+    def snapshot(self, now_ms: int) -> list[Tick]:
+        """The current price of every symbol, stamped ``now_ms``."""
+        return [Tick(w.symbol, w.price(), now_ms) for w in self.walkers]
+
+    def next_tick(self, now_ms: int) -> Tick:
+        """Move one symbol, chosen by the seeded generator, and return its new tick."""
+        rng = self.rng
+        w = self.walkers[rng.randrange(len(self.walkers))]
+        w.ticks = max(1, w.ticks + rng.randint(-w.step, w.step))
+        return Tick(w.symbol, w.price(), now_ms)
+
+
+class SyntheticFeed:
+    """Applies ``rate`` synthetic ticks per second to the book, paced by the event loop."""
+
+    name = "synthetic"
+
+    def __init__(self, market: SyntheticMarket, clock: Clock, rate: float) -> None:
+        if rate < 0:
+            raise ValueError("tick rate must not be negative")
+        self.market = market
+        self.clock = clock
+        self.rate = rate
+
+    def prime(self, book: PriceBook) -> None:
+        """Give every symbol its starting price."""
+        book.apply(self.market.snapshot(self.clock.now_ms()))
+
+    async def run(self, book: PriceBook) -> None:
+        """Tick forever at ``rate`` (a rate of 0 keeps prices still)."""
+        if not self.market.walkers or self.rate == 0:
+            await asyncio.Event().wait()
+        loop = asyncio.get_running_loop()
+        interval = max(0.001, 1.0 / self.rate)
+        started = loop.time()
+        emitted = 0
+        while True:
+            await asyncio.sleep(interval)
+            due = min(int((loop.time() - started) * self.rate) - emitted, _MAX_BATCH)
+            if due <= 0:
+                continue
+            now = self.clock.now_ms()
+            book.apply([self.market.next_tick(now) for _ in range(due)])
+            emitted += due

@@ -1,0 +1,211 @@
+"""The WebSocket API, sans I/O: one request frame in, one reply frame's payload out.
+
+https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-api-general-info
+https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/websocket-api/Symbol-Price-Ticker
+
+:meth:`Protocol.handle` takes the payload of a text frame, the connection's
+:class:`Session` and the time, and returns the reply payload as a tuple of byte strings
+whose concatenation is the JSON text (large cached bodies are passed through by reference,
+never copied). Replies keep Binance's key order: ``id, status, result|error, rateLimits``.
+Nothing here touches a socket, a clock or asyncio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import weights
+from .book import PriceBook
+from .errors import (
+    INVALID_ID_MSG,
+    INVALID_JSON_MSG,
+    INVALID_METHOD_MSG,
+    INVALID_PARAMS_MSG,
+    UNKNOWN_METHOD_MSG,
+    BinanceError,
+    ErrorCode,
+)
+from .ratelimit import RateLimiter
+
+Reply = tuple[bytes, ...]
+
+_ID_RE = re.compile(r"[a-zA-Z0-9\-_]{1,36}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TRUE = (True, "true")
+_FALSE = (False, "false")
+
+
+class CloseConnection(Exception):
+    """The frame breaks the WebSocket rules badly enough that the connection must close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Session:
+    """Per-connection state the protocol reads: who the client is, and its URL options."""
+
+    client: str
+    return_rate_limits: bool = True
+
+    @classmethod
+    def from_query(cls, client: str, query: dict[str, str]) -> Session:
+        """A session for a connection opened with URL query ``query`` (``returnRateLimits``)."""
+        return cls(client, query.get("returnRateLimits", "true").lower() != "false")
+
+
+def _wire(error: BinanceError) -> bytes:
+    return orjson.dumps(error.to_wire())
+
+
+def id_json(rid: Any) -> bytes | None:
+    """The JSON text of a valid request id, or None if Binance would refuse it."""
+    kind = type(rid)
+    if kind is str:
+        return b'"%s"' % rid.encode() if _ID_RE.fullmatch(rid) else None
+    if kind is int:
+        return b"%d" % rid if _INT64_MIN <= rid <= _INT64_MAX else None
+    if rid is None:
+        return b"null"
+    return None
+
+
+class Protocol:
+    """Answers WebSocket API requests from a :class:`PriceBook` under a :class:`RateLimiter`."""
+
+    def __init__(self, book: PriceBook, limiter: RateLimiter) -> None:
+        self.book = book
+        self.limiter = limiter
+        self._methods: dict[str, Callable[[bytes, dict[str, Any], Session, int], Reply]] = {
+            "ticker.price": self._ticker_price,
+        }
+        self._tail_limit = -1
+        self._tail_head = b""
+        self._bad_symbol = _wire(BinanceError.of(ErrorCode.BAD_SYMBOL))
+        self._bad_symbol_param = _wire(
+            BinanceError.of(ErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "symbol")
+        )
+        self._bad_rl_param = _wire(
+            BinanceError.of(ErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "returnRateLimits")
+        )
+        self._unknown_method = orjson.dumps({"code": -1000, "msg": UNKNOWN_METHOD_MSG})
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def handle(self, payload: bytes, session: Session, now_ms: int) -> Reply:
+        """Answer one text frame. Raises :class:`CloseConnection` on invalid UTF-8."""
+        try:
+            request = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CloseConnection(1007, "invalid UTF-8 in text message") from None
+            return self.envelope_error(None, INVALID_JSON_MSG)
+        if type(request) is not dict:
+            return self.envelope_error(None, INVALID_JSON_MSG)
+        if "id" not in request:
+            return self.envelope_error(None, INVALID_ID_MSG)
+        rid = id_json(request["id"])
+        if rid is None:
+            return self.envelope_error(None, INVALID_ID_MSG)
+        params = request.get("params", _NO_PARAMS)
+        if type(params) is not dict:
+            return self.envelope_error(rid, INVALID_PARAMS_MSG)
+        method = request.get("method")
+        handler = self._methods.get(method) if type(method) is str else None
+        if handler is None:
+            if type(method) is not str:
+                return self.envelope_error(rid, INVALID_METHOD_MSG)
+            return self._error(rid, 400, self._unknown_method, session, 1, now_ms)
+        return handler(rid, params, session, now_ms)
+
+    def binary_frame(self) -> Reply:
+        """The answer to a binary frame: the WS API speaks JSON text only."""
+        return self.envelope_error(None, INVALID_JSON_MSG)
+
+    def envelope_error(self, rid: bytes | None, msg: str) -> Reply:
+        """A request-level failure: status 400, code -1000, no ``rateLimits`` (as Binance)."""
+        body = orjson.dumps({"code": int(ErrorCode.UNKNOWN), "msg": msg})
+        return (b'{"id":%s,"status":400,"error":%s}' % (rid or b"null", body),)
+
+    # -- methods -------------------------------------------------------------------------
+
+    def _ticker_price(self, rid: bytes, params: dict[str, Any], s: Session, now: int) -> Reply:
+        symbol = params.get("symbol", _ABSENT)
+        has_symbol = symbol is not _ABSENT
+        weight = weights.WS_API["ticker.price"].of(has_symbol)
+        try:
+            count = self.limiter.charge(s.client, weight, now)
+        except BinanceError as err:
+            return self._limited(rid, err, s, params)
+        show = self._show_rate_limits(s, params)
+        if show is None:
+            return self._error_counted(rid, 400, self._bad_rl_param, True, count)
+        if has_symbol:
+            if type(symbol) is not str or not symbol:
+                return self._error_counted(rid, 400, self._bad_symbol_param, show, count)
+            body = self.book.body(symbol)
+            if body is None:
+                return self._error_counted(rid, 400, self._bad_symbol, show, count)
+        else:
+            body = self.book.all_body()
+        head = b'{"id":%s,"status":200,"result":' % rid
+        if show:
+            return (head, body, self._tail(count))
+        return (head, body, b"}")
+
+    # -- envelope pieces -----------------------------------------------------------------
+
+    @staticmethod
+    def _show_rate_limits(s: Session, params: dict[str, Any]) -> bool | None:
+        flag = params.get("returnRateLimits", _ABSENT)
+        if flag is _ABSENT:
+            return s.return_rate_limits
+        if flag in _TRUE and type(flag) in (bool, str):
+            return True
+        if flag in _FALSE and type(flag) in (bool, str):
+            return False
+        return None
+
+    def _tail(self, count: int) -> bytes:
+        limit = self.limiter.limit
+        if limit != self._tail_limit:
+            self._tail_limit = limit
+            self._tail_head = (
+                b',"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
+                b'"intervalNum":1,"limit":%d,"count":' % limit
+            )
+        return b"%s%d}]}" % (self._tail_head, count)
+
+    def _error(
+        self, rid: bytes, status: int, error: bytes, s: Session, weight: int, now: int
+    ) -> Reply:
+        try:
+            count = self.limiter.charge(s.client, weight, now)
+        except BinanceError as err:
+            return self._limited(rid, err, s, {})
+        return self._error_counted(rid, status, error, s.return_rate_limits, count)
+
+    def _error_counted(
+        self, rid: bytes, status: int, error: bytes, show: bool, count: int
+    ) -> Reply:
+        head = b'{"id":%s,"status":%d,"error":%s' % (rid, status, error)
+        return (head, self._tail(count) if show else b"}")
+
+    def _limited(self, rid: bytes, err: BinanceError, s: Session, params: dict[str, Any]) -> Reply:
+        show = self._show_rate_limits(s, params)
+        count = err.used_weight or 0
+        return self._error_counted(rid, err.status, _wire(err), show is not False, count)
+
+
+_ABSENT: Any = object()
+_NO_PARAMS: dict[str, Any] = {}

@@ -1,0 +1,214 @@
+"""Per-IP request-weight limiting, 429 then 418 escalation, as Binance does it.
+
+Theory of operation
+-------------------
+Every request costs weight (``weights.py``). Each client key (an IP address) has one
+fixed window aligned to the clock minute, as Binance's ``REQUEST_WEIGHT`` / ``MINUTE`` /
+``intervalNum 1`` limit is. A request is charged before it is answered; the running total
+of the window, this request included, is what the reply's ``rateLimits[].count`` shows.
+
+* total ≤ limit: allowed.
+* total > limit: refused with 429 / -1003. The refused request still counts (Binance's
+  used-weight keeps rising past the limit). ``retryAfter`` is the start of the next window.
+* a client that keeps sending after its first 429 of a window — more than
+  ``ban_grace`` further refused requests — is banned: 418 / -1003 until ``ban_until``.
+  Consecutive bans lengthen along ``ban_steps_ms`` (2 minutes … 3 days); a day without a
+  ban forgets the history.
+* while banned every request gets the 418 answer and costs nothing.
+
+The limiter is pure: callers pass ``now_ms``; nothing here reads a clock or does I/O. The
+WebSocket API and the REST surface share one instance, so one budget covers both.
+Memory is bounded: idle clients are swept out once the table passes ``max_clients``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import weights
+from .errors import BANNED_MSG, RATE_LIMITED_MSG, ErrorCode, IPBannedError, RateLimitError
+
+
+class ClientWindow:
+    """One client's state: its current window and its ban history."""
+
+    __slots__ = ("window_start", "used", "refused", "ban_until", "bans", "last_ban_end")
+
+    def __init__(self) -> None:
+        self.window_start = -1
+        self.used = 0
+        self.refused = 0
+        self.ban_until = 0
+        self.bans = 0
+        self.last_ban_end = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUsage:
+    """A read-only view of one client's usage, for status pages and the control plane."""
+
+    key: str
+    used: int
+    banned_until: int | None
+    bans: int
+
+
+class RateLimiter:
+    """Request-weight windows per client key (see the module docstring)."""
+
+    def __init__(
+        self,
+        limit: int = weights.REQUEST_WEIGHT_LIMIT,
+        *,
+        window_ms: int = weights.MINUTE_MS,
+        ban_steps_ms: tuple[int, ...] = weights.BAN_STEPS_MS,
+        ban_grace: int = weights.BAN_GRACE_REQUESTS,
+        ban_memory_ms: int = weights.BAN_MEMORY_MS,
+        max_clients: int = 100_000,
+    ) -> None:
+        if limit < 1 or window_ms < 1 or not ban_steps_ms or ban_grace < 0 or max_clients < 1:
+            raise ValueError("invalid rate limiter settings")
+        self.limit = limit
+        self.window_ms = window_ms
+        self.ban_steps_ms = ban_steps_ms
+        self.ban_grace = ban_grace
+        self.ban_memory_ms = ban_memory_ms
+        self.max_clients = max_clients
+        self._clients: dict[str, ClientWindow] = {}
+
+    def charge(self, key: str, weight: int, now_ms: int) -> int:
+        """Charge ``weight`` to ``key`` and return the window's total, this request included.
+
+        Raises :class:`RateLimitError` (429) over the limit and :class:`IPBannedError` (418)
+        while banned; both carry ``retry_after_ms`` and the total in ``count``.
+        """
+        c = self._clients.get(key)
+        if c is None:
+            c = self._new_client(key)
+        window_start = now_ms - now_ms % self.window_ms
+        if c.window_start != window_start:
+            c.window_start = window_start
+            c.used = 0
+            c.refused = 0
+        if c.ban_until > now_ms:
+            raise self._banned(key, c, now_ms)
+        used = c.used + weight
+        c.used = used
+        if used <= self.limit:
+            return used
+        c.refused += 1
+        if c.refused > self.ban_grace + 1:
+            self._ban(c, now_ms)
+            raise self._banned(key, c, now_ms)
+        raise RateLimitError(
+            429,
+            int(ErrorCode.TOO_MANY_REQUESTS),
+            RATE_LIMITED_MSG.format(ip=key, limit=self.limit),
+            retry_after_ms=window_start + self.window_ms,
+            server_time_ms=now_ms,
+            used_weight=used,
+        )
+
+    def used(self, key: str, now_ms: int) -> int:
+        """Weight ``key`` has used in the current window."""
+        c = self._clients.get(key)
+        if c is None or c.window_start != now_ms - now_ms % self.window_ms:
+            return 0
+        return c.used
+
+    def ban(self, key: str, now_ms: int, duration_ms: int | None = None) -> int:
+        """Ban ``key`` now (next escalation step, or ``duration_ms``); returns the ban's end."""
+        c = self._clients.get(key) or self._new_client(key)
+        self._ban(c, now_ms, duration_ms)
+        return c.ban_until
+
+    def reset(self, key: str | None = None) -> None:
+        """Forget one client's usage and bans, or everyone's."""
+        if key is None:
+            self._clients.clear()
+        else:
+            self._clients.pop(key, None)
+
+    def usage(self, now_ms: int) -> list[ClientUsage]:
+        """Every known client's usage in the current window, by key."""
+        return [
+            ClientUsage(
+                key,
+                self.used(key, now_ms),
+                c.ban_until if c.ban_until > now_ms else None,
+                c.bans,
+            )
+            for key, c in sorted(self._clients.items())
+        ]
+
+    def _ban(self, c: ClientWindow, now_ms: int, duration_ms: int | None = None) -> None:
+        if c.bans and now_ms - c.last_ban_end > self.ban_memory_ms:
+            c.bans = 0
+        if duration_ms is None:
+            duration_ms = self.ban_steps_ms[min(c.bans, len(self.ban_steps_ms) - 1)]
+        c.bans += 1
+        c.ban_until = now_ms + duration_ms
+        c.last_ban_end = c.ban_until
+
+    def _banned(self, key: str, c: ClientWindow, now_ms: int) -> IPBannedError:
+        return IPBannedError(
+            418,
+            int(ErrorCode.TOO_MANY_REQUESTS),
+            BANNED_MSG.format(ip=key, until=c.ban_until),
+            retry_after_ms=c.ban_until,
+            server_time_ms=now_ms,
+            used_weight=c.used,
+        )
+
+    def _new_client(self, key: str) -> ClientWindow:
+        if len(self._clients) >= self.max_clients:
+            self._sweep()
+        c = self._clients[key] = ClientWindow()
+        return c
+
+    def _sweep(self) -> None:
+        """Drop clients with nothing to remember: no usage this window and no ban history."""
+        newest = max((c.window_start for c in self._clients.values()), default=0)
+        idle = [
+            k
+            for k, c in self._clients.items()
+            if c.window_start < newest and c.bans == 0
+        ]
+        for k in idle:
+            del self._clients[k]
+        if len(self._clients) >= self.max_clients:
+            # Still full of active or banned clients: drop the oldest windows first.
+            by_age = sorted(self._clients, key=lambda k: self._clients[k].window_start)
+            for k in by_age[: len(self._clients) - self.max_clients + 1]:
+                del self._clients[k]
+
+
+class AttemptCounter:
+    """Connection attempts per key in fixed windows (Binance: 300 per 5 minutes per IP).
+
+    ``limit`` 0 turns the check off. Memory is bounded by sweeping past windows out once
+    the table holds ``max_keys`` entries.
+    """
+
+    def __init__(self, limit: int, window_ms: int, max_keys: int = 100_000) -> None:
+        if limit < 0 or window_ms < 1 or max_keys < 1:
+            raise ValueError("invalid attempt counter settings")
+        self.limit = limit
+        self.window_ms = window_ms
+        self.max_keys = max_keys
+        self._windows: dict[str, list[int]] = {}
+
+    def allow(self, key: str, now_ms: int) -> bool:
+        """Count one attempt by ``key``; False once its window holds more than ``limit``."""
+        if self.limit == 0:
+            return True
+        start = now_ms - now_ms % self.window_ms
+        w = self._windows.get(key)
+        if w is None or w[0] != start:
+            if w is None and len(self._windows) >= self.max_keys:
+                self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
+                if len(self._windows) >= self.max_keys:
+                    return False
+            w = self._windows[key] = [start, 0]
+        w[1] += 1
+        return w[1] <= self.limit
