@@ -30,7 +30,8 @@ class PriceBook:
         self._ticks: dict[str, Tick] = {}
         self._bodies: dict[str, bytes] = {}
         self._all: bytes | None = None
-        self._listeners: list[Listener] = []
+        # Copy-on-write: a listener may (un)subscribe while the tuple is being iterated.
+        self._listeners: tuple[Listener, ...] = ()
         self._trading: frozenset[str] = frozenset()
         self.refresh_status()
 
@@ -77,9 +78,19 @@ class PriceBook:
         self._all = None
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with every applied batch; returns the unsubscribe function."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        """Call ``listener`` with every applied batch; returns the unsubscribe function.
+
+        A listener may subscribe or unsubscribe (itself or others) while being called; the
+        change applies from the next batch on.
+        """
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            listeners = list(self._listeners)
+            listeners.remove(listener)
+            self._listeners = tuple(listeners)
+
+        return unsubscribe
 
     def make_tick(self, symbol: str, price: str | Decimal, time_ms: int) -> Tick:
         """Validate a tick against the universe and print its price canonically.
@@ -143,4 +154,3 @@ def _body(tick: Tick) -> bytes:
         tick.price.encode(),
         tick.time_ms,
     )
-

@@ -27,9 +27,14 @@ class ErrorCode(IntEnum):
     TOO_MANY_PARAMETERS = -1101
     MANDATORY_PARAM_EMPTY_OR_MALFORMED = -1102
     UNKNOWN_PARAM = -1103
+    UNREAD_PARAMETERS = -1104
+    PARAM_EMPTY = -1105
     BAD_SYMBOL = -1121
     INVALID_SYMBOL_STATUS = -1122
     REJECTED_MBX_KEY = -2015
+    # Not on the error-code page: fapi's gateway answer to a path/method it does not route
+    # (HTTP 404), seen in live captures (see docs/DECISIONS.md).
+    INVALID_PATH = -5000
 
 
 MESSAGES: dict[ErrorCode, str] = {
@@ -45,10 +50,18 @@ MESSAGES: dict[ErrorCode, str] = {
         "Mandatory parameter '{0}' was not sent, was empty/null, or malformed."
     ),
     ErrorCode.UNKNOWN_PARAM: "An unknown parameter was sent.",
+    ErrorCode.UNREAD_PARAMETERS: (
+        "Not all sent parameters were read; read '{0}' parameter(s) but was sent '{1}'."
+    ),
+    ErrorCode.PARAM_EMPTY: "Parameter '{0}' was empty.",
     ErrorCode.BAD_SYMBOL: "Invalid symbol.",
     ErrorCode.INVALID_SYMBOL_STATUS: "Invalid symbol status.",
     ErrorCode.REJECTED_MBX_KEY: "Invalid API-key, IP, or permissions for action.",
+    ErrorCode.INVALID_PATH: "Path {0}, Method {1} is invalid",
 }
+
+# The -1101 text for a parameter sent twice (futures error-code page, TOO_MANY_PARAMETERS).
+DUPLICATE_PARAM_MSG = "Duplicate values for a parameter detected."
 
 # Futures wording (BINANCE.md §3); spot's differs and must not be mixed in.
 RATE_LIMITED_MSG = (
@@ -68,9 +81,7 @@ INVALID_ID_MSG = (
 )
 INVALID_PARAMS_MSG = "Invalid 'params' in JSON request; expected an object."
 INVALID_METHOD_MSG = "Invalid 'method' in JSON request; expected a string."
-MISSING_ID_MSG = "Missing 'id' in JSON request."
 UNKNOWN_METHOD_MSG = "Unknown method."
-BINARY_FRAME_MSG = "Invalid JSON request."
 
 
 class TickerdError(Exception):
@@ -117,17 +128,22 @@ class BinanceError(TickerdError):
 
     @classmethod
     def from_wire(cls, status: int, error: dict[str, Any]) -> BinanceError:
-        """Rebuild an error from a reply's ``status`` and ``error`` object."""
+        """Rebuild an error from a reply's ``status`` and ``error`` object.
+
+        Fields of the wrong JSON type (a foreign server's reply) fall back to -1000, an empty
+        message and no times, instead of raising.
+        """
         data = error.get("data") if isinstance(error.get("data"), dict) else {}
         assert isinstance(data, dict)
+        code, msg = error.get("code"), error.get("msg")
         retry = data.get("retryAfter")
         server_time = data.get("serverTime")
         return error_class(status)(
             status,
-            int(error.get("code", ErrorCode.UNKNOWN)),
-            str(error.get("msg", "")),
-            retry_after_ms=retry if isinstance(retry, int) else None,
-            server_time_ms=server_time if isinstance(server_time, int) else None,
+            code if type(code) is int else int(ErrorCode.UNKNOWN),
+            msg if isinstance(msg, str) else "",
+            retry_after_ms=retry if type(retry) is int else None,
+            server_time_ms=server_time if type(server_time) is int else None,
         )
 
 

@@ -139,7 +139,7 @@ class Protocol:
             if name and version[:1] == "v" and version[1:].isdigit():
                 handler = self._methods.get(name)
             if handler is None:
-                return self._error(rid, 400, self._unknown_method, session, 1, now_ms)
+                return self._error(rid, 400, self._unknown_method, session, params, now_ms)
         return handler(rid, params, session, now_ms)
 
     def binary_frame(self) -> Reply:
@@ -203,13 +203,15 @@ class Protocol:
         return self._tail_head
 
     def _error(
-        self, rid: bytes, status: int, error: bytes, s: Session, weight: int, now: int
+        self, rid: bytes, status: int, error: bytes, s: Session, params: dict[str, Any], now: int
     ) -> Reply:
+        """An error reply to a request that costs weight 1, like any request."""
         try:
-            count = self.limiter.charge(s.client, weight, now)
+            count = self.limiter.charge(s.client, 1, now)
         except BinanceError as err:
-            return self._limited(rid, err, s, {})
-        return self._error_counted(rid, status, error, s.return_rate_limits, count)
+            return self._limited(rid, err, s, params)
+        show = self._show_rate_limits(s, params)
+        return self._error_counted(rid, status, error, show is not False, count)
 
     def _error_counted(
         self, rid: bytes, status: int, error: bytes, show: bool, count: int

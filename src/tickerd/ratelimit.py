@@ -18,7 +18,9 @@ of the window, this request included, is what the reply's ``rateLimits[].count``
 
 The limiter is pure: callers pass ``now_ms``; nothing here reads a clock or does I/O. The
 WebSocket API and the REST surface share one instance, so one budget covers both.
-Memory is bounded: idle clients are swept out once the table passes ``max_clients``.
+Memory is bounded: once the table holds ``max_clients`` keys, a new key first sweeps out
+every client with nothing to remember, then (if still full) a batch of the least worth
+keeping, banned clients last.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .errors import BANNED_MSG, RATE_LIMITED_MSG, ErrorCode, IPBannedError, Rate
 class ClientWindow:
     """One client's state: its current window and its ban history."""
 
-    __slots__ = ("window_start", "used", "refused", "ban_until", "bans", "last_ban_end")
+    __slots__ = ("ban_until", "bans", "last_ban_end", "refused", "used", "window_start")
 
     def __init__(self) -> None:
         self.window_start = -1
@@ -84,7 +86,7 @@ class RateLimiter:
         """
         c = self._clients.get(key)
         if c is None:
-            c = self._new_client(key)
+            c = self._new_client(key, now_ms)
         window_start = now_ms - now_ms % self.window_ms
         if c.window_start != window_start:
             c.window_start = window_start
@@ -118,7 +120,7 @@ class RateLimiter:
 
     def ban(self, key: str, now_ms: int, duration_ms: int | None = None) -> int:
         """Ban ``key`` now (next escalation step, or ``duration_ms``); returns the ban's end."""
-        c = self._clients.get(key) or self._new_client(key)
+        c = self._clients.get(key) or self._new_client(key, now_ms)
         self._ban(c, now_ms, duration_ms)
         return c.ban_until
 
@@ -160,34 +162,49 @@ class RateLimiter:
             used_weight=c.used,
         )
 
-    def _new_client(self, key: str) -> ClientWindow:
+    def _new_client(self, key: str, now_ms: int) -> ClientWindow:
         if len(self._clients) >= self.max_clients:
-            self._sweep()
+            self._sweep(now_ms)
         c = self._clients[key] = ClientWindow()
         return c
 
-    def _sweep(self) -> None:
-        """Drop clients with nothing to remember: no usage this window and no ban history."""
-        newest = max((c.window_start for c in self._clients.values()), default=0)
+    def _sweep(self, now_ms: int) -> None:
+        """Make room for one more client.
+
+        First drop every client with nothing to remember at ``now_ms``: no weight in the
+        current window, not banned, no ban within ``ban_memory_ms``. If the table is still
+        full, drop a batch (an eighth of it, at least one): clients not banned before banned
+        ones, oldest windows first. A batch keeps the cost of the sort amortised when a
+        flood of new keys arrives; a banned client is never dropped while others can be.
+        """
+        clients = self._clients
+        window_start = now_ms - now_ms % self.window_ms
         idle = [
             k
-            for k, c in self._clients.items()
-            if c.window_start < newest and c.bans == 0
+            for k, c in clients.items()
+            if c.window_start < window_start
+            and c.ban_until <= now_ms
+            and (c.bans == 0 or now_ms - c.last_ban_end > self.ban_memory_ms)
         ]
         for k in idle:
-            del self._clients[k]
-        if len(self._clients) >= self.max_clients:
-            # Still full of active or banned clients: drop the oldest windows first.
-            by_age = sorted(self._clients, key=lambda k: self._clients[k].window_start)
-            for k in by_age[: len(self._clients) - self.max_clients + 1]:
-                del self._clients[k]
+            del clients[k]
+        if len(clients) >= self.max_clients:
+            batch = max(len(clients) - self.max_clients + 1, self.max_clients // 8)
+            order = sorted(
+                clients, key=lambda k: (clients[k].ban_until > now_ms, clients[k].window_start)
+            )
+            for k in order[:batch]:
+                del clients[k]
 
 
 class AttemptCounter:
     """Connection attempts per key in fixed windows (Binance: 300 per 5 minutes per IP).
 
-    ``limit`` 0 turns the check off. Memory is bounded by sweeping past windows out once
-    the table holds ``max_keys`` entries.
+    ``limit`` 0 turns the check off. Memory is bounded: once the table holds ``max_keys``
+    entries, a new key sweeps out the past windows and, if the table is still full, a batch
+    of the current window's entries with the fewest attempts. A new key is never refused
+    only because many other keys were seen: that would lock every newcomer out for the rest
+    of the window after a flood of distinct addresses.
     """
 
     def __init__(self, limit: int, window_ms: int, max_keys: int = 100_000) -> None:
@@ -206,9 +223,15 @@ class AttemptCounter:
         w = self._windows.get(key)
         if w is None or w[0] != start:
             if w is None and len(self._windows) >= self.max_keys:
-                self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
-                if len(self._windows) >= self.max_keys:
-                    return False
+                self._sweep(start)
             w = self._windows[key] = [start, 0]
         w[1] += 1
         return w[1] <= self.limit
+
+    def _sweep(self, start: int) -> None:
+        windows = {k: v for k, v in self._windows.items() if v[0] == start}
+        if len(windows) >= self.max_keys:
+            batch = max(len(windows) - self.max_keys + 1, self.max_keys // 8)
+            for k in sorted(windows, key=lambda k: windows[k][1])[:batch]:
+                del windows[k]
+        self._windows = windows

@@ -27,7 +27,8 @@ class SymbolFileError(TickerdError):
 
 
 def _price_filter(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-    for f in entry.get("filters", ()):
+    filters = entry.get("filters")
+    for f in filters if isinstance(filters, list) else ():
         if isinstance(f, Mapping) and f.get("filterType") == "PRICE_FILTER":
             return f
     raise SymbolFileError(f"symbol {entry.get('symbol')!r} has no PRICE_FILTER")
@@ -119,7 +120,9 @@ class SymbolUniverse:
         """Change a contract's status (e.g. to take it out of trading)."""
         info = self._by_name[symbol]
         raw = dict(info.raw, status=status)
-        self._by_name[symbol] = SymbolInfo(symbol, status, info.tick_size, info.price_precision, raw)
+        self._by_name[symbol] = SymbolInfo(
+            symbol, status, info.tick_size, info.price_precision, raw
+        )
 
 
 def format_price(info: SymbolInfo, price: Decimal) -> str:
@@ -128,8 +131,15 @@ def format_price(info: SymbolInfo, price: Decimal) -> str:
 
 
 def on_tick_grid(info: SymbolInfo, price: Decimal) -> bool:
-    """Whether ``price`` is a positive whole multiple of the contract's tick size."""
-    return price.is_finite() and price > 0 and (price % info.tick_size) == 0
+    """Whether ``price`` is a positive whole multiple of the contract's tick size.
+
+    A price with more ticks than the decimal context can count exactly (28 digits) is
+    reported off the grid rather than raising :class:`decimal.InvalidOperation`.
+    """
+    try:
+        return price.is_finite() and price > 0 and (price % info.tick_size) == 0
+    except InvalidOperation:
+        return False
 
 
 def reference_prices() -> dict[str, str]:

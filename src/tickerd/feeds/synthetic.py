@@ -23,7 +23,7 @@ _MAX_BATCH = 10_000  # ticks applied per wake-up at most, however late the wake-
 class _Walker:
     """One symbol's price as a count of ticks, printed at its precision."""
 
-    __slots__ = ("symbol", "ticks", "unit", "scale", "decimals", "step")
+    __slots__ = ("decimals", "scale", "step", "symbol", "ticks", "unit")
 
     def __init__(self, info: SymbolInfo, start: Decimal) -> None:
         self.symbol = info.symbol

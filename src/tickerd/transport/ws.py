@@ -59,10 +59,10 @@ _CONTROL_FRAMES_PER_S = 5  # Binance: at most 5 ping/pong frames per second
 def client_ip(peer: Any) -> str:
     """The rate-limit key of a peer address: its IP, IPv4-mapped IPv6 unwrapped."""
     host = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-    return host[7:] if host.startswith("::ffff:") else host
+    return host.removeprefix("::ffff:")
 
 
-class Connection(WSListener):  # type: ignore[misc]
+class Connection(WSListener):
     """One WebSocket API connection: frames in, coalesced reply frames out."""
 
     def __init__(self, server: WSServer, session: Session) -> None:
@@ -224,7 +224,7 @@ class Connection(WSListener):  # type: ignore[misc]
         if frame.payload_size == 0:
             ws.send_close(WSCloseCode.OK)
         else:
-            code = int(frame.get_close_code())
+            code: int = frame.get_close_code().value
             if valid_close_code(code):
                 ws.send_close(WSCloseCode(code))
             else:
