@@ -20,6 +20,7 @@ from .errors import (
 from .models import SymbolInfo, Tick
 from .protocol import Protocol, Session
 from .ratelimit import RateLimiter
+from .rest import RestApi, RestReply
 from .symbols import SymbolUniverse
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "RateLimitError",
     "RateLimiter",
     "RequestError",
+    "RestApi",
+    "RestReply",
     "ServerError",
     "Session",
     "Settings",

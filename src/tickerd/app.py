@@ -10,18 +10,19 @@ from typing import Any
 from .book import PriceBook
 from .clock import Clock, SystemClock
 from .config import Settings
-from .feeds import Feed
-from .feeds.synthetic import SyntheticFeed, SyntheticMarket
+from .feeds import Feed, build_feeds
 from .protocol import Protocol
 from .ratelimit import RateLimiter
+from .rest import RestApi
 from .symbols import SymbolUniverse
+from .transport.http import HTTPServer
 from .transport.ws import WSServer
 
 log = logging.getLogger("tickerd.server")
 
 
 class Service:
-    """One tickerd instance: universe, book, limiter, protocol, feeds and the WS server."""
+    """One tickerd instance: universe, book, limiter, protocol, feeds, WS and REST servers."""
 
     def __init__(
         self,
@@ -43,11 +44,15 @@ class Service:
         self.book = PriceBook(universe)
         self.limiter = RateLimiter(settings.weight_limit)
         self.protocol = Protocol(self.book, self.limiter)
+        # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
+        self.rest = RestApi(self.book, self.limiter, universe)
         if feeds is None:
-            market = SyntheticMarket(universe, settings.seed)
-            feeds = [SyntheticFeed(market, self.clock, settings.tick_rate)]
+            plan = build_feeds(settings, universe, self.clock)
+            feeds = plan.feeds
+            self.clock = plan.clock or self.clock
         self.feeds = feeds
         self.ws: WSServer | None = None
+        self.http: HTTPServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -57,6 +62,15 @@ class Service:
         host = self.settings.host
         host = f"[{host}]" if ":" in host else host
         return f"ws://{host}:{self.ws.port}{self.settings.path}"
+
+    @property
+    def rest_url(self) -> str | None:
+        """The REST base URL (``http://host:port``), or None when REST is off."""
+        if self.http is None:
+            return None
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http.port}"
 
     def health(self) -> dict[str, Any]:
         """What ``GET /healthz`` answers."""
@@ -74,10 +88,21 @@ class Service:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
         self.ws = WSServer(self.protocol, self.clock, self.settings, health=self.health)
         await self.ws.start()
+        if self.settings.rest_port >= 0:
+            self.http = HTTPServer(self.rest, self.clock, self.settings)
+            try:
+                await self.http.start()
+            except BaseException:
+                self.http = None
+                raise
+            # Logged before the WS line: once "tickerd ready" appears, both are up.
+            log.info("tickerd REST ready: %s", self.rest_url)
         log.info("tickerd ready: %s (%d symbols)", self.url, len(self.book))
 
     async def stop(self) -> None:
         """Close connections, stop feeds."""
+        if self.http is not None:
+            await self.http.stop()
         if self.ws is not None:
             await self.ws.stop()
         for task in self._tasks:

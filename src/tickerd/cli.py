@@ -55,7 +55,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
         prog="tickerd", description="A self-hosted, Binance-compatible price service."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the WebSocket API server")
+    serve = sub.add_parser("serve", help="run the WebSocket API and REST servers")
     _add_settings(serve, env)
     return parser
 

@@ -16,12 +16,48 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=9000, metadata={"help": "WebSocket API port (0: any free port)"})
     path: str = field(default="/ws-fapi/v1", metadata={"help": "WebSocket API path"})
+    rest_port: int = field(
+        default=9001, metadata={"help": "REST API port (0: any free port, -1: no REST API)"}
+    )
     symbols_file: str | None = field(
         default=None, metadata={"help": "exchangeInfo JSON file of the symbol universe"}
     )
     seed: int = field(default=1, metadata={"help": "seed of the synthetic market"})
     tick_rate: float = field(
         default=20.0, metadata={"help": "synthetic ticks per second, all symbols together"}
+    )
+    feed: str = field(
+        default="synthetic",
+        metadata={"help": "price sources, comma-separated: synthetic, replay, mirror, push"},
+    )
+    replay_path: str | None = field(
+        default=None,
+        metadata={"help": "Binance trades/aggTrades files or folders to replay, comma-separated"},
+    )
+    replay_speed: str = field(
+        default="1", metadata={"help": "replay speed: 1 (real time), N (N times), max, step"}
+    )
+    mirror_rest_url: str = field(
+        default="https://fapi.binance.com",
+        metadata={"help": "REST base URL the mirror bootstraps prices from"},
+    )
+    mirror_stream_url: str = field(
+        default="wss://fstream.binance.com/market",
+        metadata={"help": "market-streams base URL the mirror subscribes to"},
+    )
+    mirror_symbols: str | None = field(
+        default=None, metadata={"help": "symbols to mirror, comma-separated (default: all)"}
+    )
+    push_host: str = field(default="127.0.0.1", metadata={"help": "address of the push ingest"})
+    push_port: int = field(default=9002, metadata={"help": "push ingest port (0: any free port)"})
+    push_token: str | None = field(
+        default=None, metadata={"help": "token the push ingest requires (required with push)"}
+    )
+    store: str | None = field(
+        default=None, metadata={"help": "SQLite file that keeps last prices across restarts"}
+    )
+    store_flush_interval: float = field(
+        default=1.0, metadata={"help": "seconds between writes of changed prices to the store"}
     )
     weight_limit: int = field(
         default=weights.REQUEST_WEIGHT_LIMIT,

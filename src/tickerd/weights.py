@@ -38,6 +38,9 @@ REST: dict[str, Weight] = {
     "/fapi/v1/time": Weight(1, 1, "market-data/rest-api/Check-Server-Time"),
     "/fapi/v1/exchangeInfo": Weight(1, 1, "market-data/rest-api/Exchange-Information"),
 }
+# A REST request no endpoint serves (unknown path, wrong method): Binance publishes no
+# weight for it; tickerd charges this much, so such requests are not free (DECISIONS.md).
+REST_UNROUTED_WEIGHT = 1
 
 # REQUEST_WEIGHT per IP per minute, shared by REST and the WebSocket API (general-info).
 REQUEST_WEIGHT_LIMIT = 2400

@@ -79,7 +79,7 @@ class Connection(WSListener):
         self.fragment_type = _TEXT
         self.opened = 0.0
         self.last_ping = 0.0
-        self.ping_pending = False
+        self.unanswered_since = 0.0  # when the oldest ping still without a pong was sent
         self.close_sent_at = 0.0
         self.control_window = 0
         self.control_count = 0
@@ -139,6 +139,12 @@ class Connection(WSListener):
         ws = self.ws
         if ws is None:
             return
+        if ws.is_close_frame_sent:
+            # picows closed the connection itself (a malformed frame after this batch):
+            # nothing may follow a close frame.
+            self.out.clear()
+            self.parts.clear()
+            return
         transport = ws.underlying_transport
         if self.parts:
             if self.out:
@@ -171,7 +177,7 @@ class Connection(WSListener):
             # Any pong while our ping is outstanding counts: some clients answer with an
             # empty payload. Unsolicited pongs are allowed but prove nothing.
             self.control_allowed()
-            self.ping_pending = False
+            self.unanswered_since = 0.0
         elif kind == WSMsgType.CLOSE:
             self.peer_closed(frame)
         elif kind == WSMsgType.CONTINUATION:
@@ -254,14 +260,14 @@ class Connection(WSListener):
                 ws.disconnect(graceful=False)
         elif now - self.opened >= s.max_lifetime:
             self.close(1001)
-        elif self.ping_pending and now - self.last_ping >= s.pong_timeout:
+        elif self.unanswered_since and now - self.unanswered_since >= s.pong_timeout:
             log.info("closing %s: no pong in %.0f s", self.session.client, s.pong_timeout)
             self.close(1008, "pong timeout")
         elif now - self.last_ping >= s.ping_interval:
             self.flush()
             ws.send_ping(b"%d" % self.now_ms())
             self.last_ping = now
-            self.ping_pending = True
+            self.unanswered_since = self.unanswered_since or now
 
 
 class WSServer:
