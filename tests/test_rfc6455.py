@@ -399,6 +399,25 @@ def test_ping_answered_with_identical_pong(srv, raw, payload):
     assert_still_open(client)
 
 
+def test_more_than_five_ping_frames_a_second_close_1008(srv, raw):
+    """Binance allows 5 ping/pong frames per second; RFC 6455 wants every ping answered,
+    so the server answers up to the limit and then closes the connection (1008)."""
+    client = raw(srv)
+    # 11 pings in one write: however they straddle a second boundary, one second sees 6.
+    client.send(b"".join(client.frame(OP_PING, b"%d" % i) for i in range(11)))
+    pongs = []
+    while True:
+        frame = client.recv_frame()
+        if frame.opcode != OP_PONG:
+            break
+        pongs.append(frame.payload)
+    assert frame.opcode == OP_CLOSE
+    assert int.from_bytes(frame.payload[:2], "big") == 1008
+    assert frame.payload[2:] == b"too many ping/pong frames"
+    assert 5 <= len(pongs) <= 10
+    assert pongs == [b"%d" % i for i in range(len(pongs))]
+
+
 def test_ping_pong_order_with_pipelined_requests(srv, raw):
     client = raw(srv)
     client.send(
@@ -412,3 +431,20 @@ def test_ping_pong_order_with_pipelined_requests(srv, raw):
     assert (second.opcode, second.payload) == (OP_PONG, b"between")
     assert third.opcode == OP_TEXT
     assert_answer(third.payload, 20)
+
+
+def test_oversize_frame_is_never_processed(server, raw):
+    """The frame picows refused for its size must not reach the protocol either: it is
+    not answered and costs no weight (only the two handshakes and the probe do)."""
+    srv = server("--max-message-bytes", str(MAX_MESSAGE))
+    client = raw(srv)
+    msg = req(22)
+    client.send_text(msg + b" " * (MAX_MESSAGE + 1 - len(msg)))
+    assert client.expect_close().close_code == 1009
+    client.send_close(1009)  # bytes that arrive right after picows' error
+    assert client.wait_closed(5) == b""
+    probe = raw(srv)
+    probe.send_text(req(23))
+    reply = probe.recv_text()
+    assert_answer(reply, 23)
+    assert json.loads(reply)["rateLimits"][0]["count"] == 5 + 5 + 1, reply

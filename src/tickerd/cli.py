@@ -1,4 +1,5 @@
-"""Command line: ``tickerd serve`` (every flag also a TICKERD_* environment variable)."""
+"""Command line: ``tickerd serve`` (every flag also a TICKERD_* environment variable),
+``tickerd price`` and ``tickerd watch`` (terminal.py)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the WebSocket API and REST servers")
     _add_settings(serve, env)
+    from .terminal import add_commands
+
+    add_commands(sub, env)  # price, watch
     return parser
 
 
@@ -74,8 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        if settings.log_level.upper() != "DEBUG":
-            logging.getLogger("tickerd.server.wire").setLevel(logging.WARNING)
         from .app import Service
 
         try:
@@ -85,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command in ("price", "watch"):
+        from .terminal import run_command
+
+        return run_command(args)
     return 2
 
 

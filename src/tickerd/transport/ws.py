@@ -16,14 +16,21 @@ keeps Binance's connection lifecycle — a ping every ``ping_interval``, a close
 stays unanswered for ``pong_timeout``, a close at ``max_lifetime`` — with one sweeper task
 for all connections rather than timers per connection, and cuts off a client whose unsent
 replies exceed ``max_send_buffer_bytes``.
+
+Fault injection (the control plane, ``transport/faults.py``) costs nothing while no fault
+is armed: it never adds a check to the frame path. Arming a fault replaces attributes of
+the targeted :class:`Connection` objects only — ``handle`` (forced 429/418 answers),
+``queue`` (delayed replies) or ``other_frame`` (unanswered pings) — and clearing it puts
+the originals back. The server only tells the injector about connections coming and going.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -47,9 +54,34 @@ from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
 from .frames import text_header, valid_close_code
 
+if TYPE_CHECKING:
+    from .faults import FaultInjector
+
 log = logging.getLogger("tickerd.server")
-# picows logs every connection at INFO; its records go to their own, quieter logger.
-wire_log = logging.getLogger("tickerd.server.wire")
+
+
+class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """picows' logger: what a client causes (its protocol errors, connects, disconnects,
+    handshake timeouts, full send buffers) goes to DEBUG, so one misbehaving client cannot
+    flood the log; failures of tickerd's own callbacks keep their level."""
+
+    _CLIENT_CAUSED = (
+        "WS parser error",
+        "New connection accepted",
+        "Disconnected",
+        "Handshake timeout",
+        "Disconnect because HTTP request",
+        "Protocol writing",
+    )
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if isinstance(msg, str) and msg.startswith(self._CLIENT_CAUSED):
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
+# A LoggerAdapter also keeps picows from creating a child logger per connection.
+wire_log = _WireLog(logging.getLogger("tickerd.server.wire"))
 
 _TEXT = WSMsgType.TEXT
 _BIG = 16 * 1024  # replies at least this large are written by reference, not copied
@@ -69,6 +101,7 @@ class Connection(WSListener):
         super().__init__()
         self.server = server
         self.session = session
+        self.conn_id = next(server.ids)  # shown by the control plane, which can aim at it
         self.handle = server.protocol.handle
         self.now_ms = server.clock.now_ms
         self.ws: WSTransport | None = None
@@ -95,7 +128,7 @@ class Connection(WSListener):
         self.server.discard(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if self.close_sent_at:
+        if self.close_sent_at or transport.is_close_frame_sent:
             if frame.msg_type == WSMsgType.CLOSE:
                 transport.disconnect()
             return
@@ -169,15 +202,18 @@ class Connection(WSListener):
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             return self.close(1002, "RSV bits set without a negotiated extension")
         kind = frame.msg_type
-        if kind == WSMsgType.PING:
-            if self.control_allowed():
+        if kind == WSMsgType.PONG and self.unanswered_since:
+            # Any pong while our ping is outstanding answers it: some clients answer with
+            # an empty payload.
+            self.unanswered_since = 0.0
+        elif kind == WSMsgType.PING or kind == WSMsgType.PONG:
+            # Client pings and unsolicited pongs (allowed, but proof of nothing) count
+            # against Binance's 5 ping/pong frames per second.
+            if not self.control_allowed():
+                return self.close(1008, "too many ping/pong frames")
+            if kind == WSMsgType.PING:
                 self.flush()
                 self.ws.send_pong(frame.get_payload_as_bytes())  # type: ignore[union-attr]
-        elif kind == WSMsgType.PONG:
-            # Any pong while our ping is outstanding counts: some clients answer with an
-            # empty payload. Unsolicited pongs are allowed but prove nothing.
-            self.control_allowed()
-            self.unanswered_since = 0.0
         elif kind == WSMsgType.CLOSE:
             self.peer_closed(frame)
         elif kind == WSMsgType.CONTINUATION:
@@ -215,7 +251,7 @@ class Connection(WSListener):
             self.close(exc.code, exc.reason)
 
     def control_allowed(self) -> bool:
-        """Binance's 5 ping/pong frames per second: frames past it are ignored."""
+        """Whether this ping/pong frame is within Binance's 5 per second."""
         second = int(self.server.loop.time())
         if second != self.control_window:
             self.control_window = second
@@ -288,6 +324,8 @@ class WSServer:
         self.connections: set[Connection] = set()
         self.attempts = AttemptCounter(settings.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
+        self.ids = itertools.count(1)
+        self.faults: FaultInjector | None = None  # set by the control plane
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -325,9 +363,13 @@ class WSServer:
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
+        if self.faults is not None:
+            self.faults.attach(conn)
 
     def discard(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.faults is not None:
+            self.faults.detach(conn)
 
     # -- handshake ------------------------------------------------------------------------
 
