@@ -48,11 +48,12 @@ class Naive:
         self.used[ip] = self.used.get(ip, 0) + weight
         return self.used[ip]
 
-    def reply(self, rid: RequestId, status: int, body: Any, count: int) -> str:
-        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                   "limit": self.limit, "count": count}]
+    def reply(self, rid: RequestId, status: int, body: Any, count: int | None) -> str:
         key = "result" if status == 200 else "error"
-        envelope = {"id": rid, "status": status, key: body, "rateLimits": limits}
+        envelope = {"id": rid, "status": status, key: body}
+        if count is not None:  # envelope-level errors (bad JSON) carry no rateLimits
+            envelope["rateLimits"] = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                                       "intervalNum": 1, "limit": self.limit, "count": count}]
         return json.dumps(envelope, separators=(",", ":"))
 
     def answer(self, raw: str | bytes, ip: str) -> str:
@@ -61,7 +62,7 @@ class Naive:
         except ValueError:
             req = None
         if not isinstance(req, dict):
-            return self.reply(None, 400, {"code": -1000, "msg": "Malformed request."}, 0)
+            return self.reply(None, 400, {"code": -1000, "msg": "Invalid JSON request."}, None)
         rid: RequestId = req.get("id")
         if req.get("method") != "ticker.price":
             return self.reply(rid, 400, {"code": -1000, "msg": "Unknown method."}, 0)
@@ -69,7 +70,8 @@ class Naive:
         symbol = params.get("symbol") if isinstance(params, dict) else None
         count = self.charge(ip, 1 if symbol is not None else 2)
         if count > self.limit:
-            msg = f"Too many requests; current limit is {self.limit} requests per minute."
+            msg = (f"Too many requests; current limit of IP({ip}) is {self.limit} requests per "
+                   "minute. Please use the websocket for live updates to avoid polling the API.")
             return self.reply(rid, 429, {"code": -1003, "msg": msg}, count)
         if symbol is None:
             result: Any = [{"symbol": s, "price": p, "time": self.time}

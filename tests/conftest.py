@@ -35,6 +35,7 @@ READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 READY_RE = re.compile(r"tickerd ready: (ws://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
 REST_READY_RE = re.compile(r"tickerd REST ready: (http://127\.0\.0\.1:\d+)")
+CONTROL_READY_RE = re.compile(r"tickerd control ready: (http://\S+)")
 # Every port a test server opens is a free one: the REST twin too (its default is 9001).
 DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0")
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -67,6 +68,7 @@ class Server:
     path: str
     symbols: int
     rest_url: str | None = None  # http://127.0.0.1:PORT of the REST twin, if it runs
+    control_url: str | None = None  # http://127.0.0.1:PORT of the control plane, if on
     lines: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -181,6 +183,9 @@ class ServerFactory:
         with lock:
             rest = [m for m in map(REST_READY_RE.search, lines) if m]
         srv.rest_url = rest[0].group(1) if rest else None
+        with lock:
+            control = [m for m in map(CONTROL_READY_RE.search, lines) if m]
+        srv.control_url = control[0].group(1) if control else None
         self.started.append(srv)
         if minute_margin:
             avoid_window_edge(60.0, minute_margin)

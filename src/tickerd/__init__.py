@@ -5,15 +5,20 @@ Serves the Binance USDⓈ-M Futures WebSocket API method ``ticker.price``
 from a local price book.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .book import PriceBook, TickRejected
-from .clock import Clock, ManualClock, SystemClock
+from .clock import Clock, ControlledClock, ManualClock, ReplayClock, SystemClock
 from .config import Settings
 from .errors import (
     BinanceError,
+    ConnectionLost,
     ErrorCode,
     IPBannedError,
+    ProtocolError,
     RateLimitError,
     RequestError,
+    RequestTimeout,
     ServerError,
     TickerdError,
 )
@@ -23,17 +28,27 @@ from .ratelimit import RateLimiter
 from .rest import RestApi, RestReply
 from .symbols import SymbolUniverse
 
+if TYPE_CHECKING:
+    from .client import Client, PriceTicker, SyncClient
+
 __all__ = [
     "BinanceError",
+    "Client",
     "Clock",
+    "ConnectionLost",
+    "ControlledClock",
     "ErrorCode",
     "IPBannedError",
     "ManualClock",
     "PriceBook",
+    "PriceTicker",
     "Protocol",
+    "ProtocolError",
     "RateLimitError",
     "RateLimiter",
+    "ReplayClock",
     "RequestError",
+    "RequestTimeout",
     "RestApi",
     "RestReply",
     "ServerError",
@@ -41,8 +56,21 @@ __all__ = [
     "Settings",
     "SymbolInfo",
     "SymbolUniverse",
+    "SyncClient",
     "SystemClock",
     "Tick",
     "TickRejected",
     "TickerdError",
 ]
+
+# The client (picows, asyncio) loads on first use, so ``import tickerd`` stays cheap for the
+# pytest plugin (tickerd.testing), which every pytest run of an environment with tickerd loads.
+_LAZY = {"Client", "PriceTicker", "SyncClient"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'tickerd' has no attribute {name!r}")

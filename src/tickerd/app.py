@@ -8,13 +8,16 @@ import signal
 from typing import Any
 
 from .book import PriceBook
-from .clock import Clock, SystemClock
+from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
+from .control import Control
 from .feeds import Feed, build_feeds
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
+from .store import PriceStore
 from .symbols import SymbolUniverse
+from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
 from .transport.ws import WSServer
 
@@ -33,7 +36,10 @@ class Service:
         feeds: list[Feed] | None = None,
     ) -> None:
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        # Everything that tells time reads one ControlledClock, which the control plane can
+        # freeze, set or move (one method call over the base clock: cheap on the hot path).
+        self.controlled_clock = ControlledClock(clock or SystemClock())
+        self.clock: Clock = self.controlled_clock
         if universe is None:
             universe = (
                 SymbolUniverse.load(settings.symbols_file)
@@ -49,10 +55,21 @@ class Service:
         if feeds is None:
             plan = build_feeds(settings, universe, self.clock)
             feeds = plan.feeds
-            self.clock = plan.clock or self.clock
+            if plan.clock is not None:  # a replay brings its own time: control that one
+                self.controlled_clock = ControlledClock(plan.clock)
+                self.clock = self.controlled_clock
         self.feeds = feeds
         self.ws: WSServer | None = None
         self.http: HTTPServer | None = None
+        self.control_http: ControlHTTPServer | None = None
+        self.store: PriceStore | None = (
+            PriceStore(settings.store, flush_interval=settings.store_flush_interval)
+            if settings.store
+            else None
+        )
+        # The control plane: refuses --control-port without --control-token and loads the
+        # --scenario file here, so bad settings stop the service before it listens.
+        self.control = Control(self)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -74,16 +91,37 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /healthz`` answers."""
-        return {
+        health: dict[str, Any] = {
             "status": "ok",
             "symbols": len(self.book),
             "connections": len(self.ws.connections) if self.ws else 0,
         }
+        # Feeds that report on themselves (mirror: stale symbols, reconnects; push: counts).
+        feeds: dict[str, Any] = {}
+        for feed in self.feeds:
+            status = getattr(feed, "status", None)
+            if callable(status):
+                feeds[feed.name] = status()
+        if feeds:
+            health["feeds"] = feeds
+        return health
 
     async def start(self) -> None:
-        """Prime the book, start the feeds, then open the port."""
+        """Restore stored prices, prime the book, start the feeds, then open the port."""
+        if self.store is not None:
+            # Stored last prices go in first; feeds prime over them (the synthetic feed
+            # keeps them and walks on from them, a feed with newer prices overwrites them).
+            await self.store.open()
+            await self.store.restore(self.book)
+            self.store.attach(self.book)
         for feed in self.feeds:
             feed.prime(self.book)
+        for feed in self.feeds:
+            # Optional async preparation before the port opens (push binds its port, the
+            # mirror fetches a first snapshot); an exception here aborts the start.
+            start = getattr(feed, "start", None)
+            if start is not None:
+                await start(self.book)
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
         self.ws = WSServer(self.protocol, self.clock, self.settings, health=self.health)
@@ -97,10 +135,24 @@ class Service:
                 raise
             # Logged before the WS line: once "tickerd ready" appears, both are up.
             log.info("tickerd REST ready: %s", self.rest_url)
+        self.control.bind(self.ws, self.http)
+        if self.settings.control_port >= 0:
+            self.control_http = ControlHTTPServer(self.control, self.settings)
+            try:
+                await self.control_http.start()
+            except BaseException:
+                self.control_http = None
+                raise
+            log.info("tickerd control ready: %s", self.control_http.url)
+        # A --scenario file starts now: its 0 ms steps apply before clients are told "ready".
+        self.control.start()
         log.info("tickerd ready: %s (%d symbols)", self.url, len(self.book))
 
     async def stop(self) -> None:
         """Close connections, stop feeds."""
+        self.control.stop()
+        if self.control_http is not None:
+            await self.control_http.stop()
         if self.http is not None:
             await self.http.stop()
         if self.ws is not None:
@@ -109,6 +161,8 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.store is not None:
+            await self.store.close()  # the last flush: a clean stop loses nothing
 
     async def _run_feed(self, feed: Feed) -> None:
         try:

@@ -53,6 +53,10 @@ class Settings:
     push_token: str | None = field(
         default=None, metadata={"help": "token the push ingest requires (required with push)"}
     )
+    push_symbols: str | None = field(
+        default=None,
+        metadata={"help": "symbols the push ingest may write, comma-separated (default: all)"},
+    )
     store: str | None = field(
         default=None, metadata={"help": "SQLite file that keeps last prices across restarts"}
     )
@@ -89,6 +93,18 @@ class Settings:
     )
     close_timeout: float = field(
         default=5.0, metadata={"help": "drop peers that do not answer a close frame"}
+    )
+    control_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the control plane (fault injection)"}
+    )
+    control_port: int = field(
+        default=-1, metadata={"help": "control plane port (0: any free port, -1: off)"}
+    )
+    control_token: str | None = field(
+        default=None, metadata={"help": "bearer token the control plane requires (required)"}
+    )
+    scenario: str | None = field(
+        default=None, metadata={"help": "JSON scenario file of timed control steps to run"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
 

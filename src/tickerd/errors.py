@@ -163,6 +163,29 @@ class ServerError(BinanceError):
     """The server failed or is overloaded (5xx)."""
 
 
+# -- client-side failures (raised by tickerd.Client, never sent on the wire) ----------------
+
+
+class ConnectionLost(TickerdError, ConnectionError):
+    """The WebSocket connection closed, or could not be opened, before a reply arrived.
+
+    ``close_code`` and ``close_reason`` are the server's close frame, when it sent one.
+    """
+
+    def __init__(self, msg: str, *, close_code: int | None = None, close_reason: str = "") -> None:
+        super().__init__(msg)
+        self.close_code = close_code
+        self.close_reason = close_reason
+
+
+class RequestTimeout(TickerdError, TimeoutError):
+    """No reply arrived within the request's timeout."""
+
+
+class ProtocolError(TickerdError):
+    """A reply that breaks the Binance WebSocket API wire format (e.g. a non-string price)."""
+
+
 def error_class(status: int) -> type[BinanceError]:
     """The exception class that stands for an error reply with this ``status``."""
     if status == 418:

@@ -142,6 +142,25 @@ class Protocol:
                 return self._error(rid, 400, self._unknown_method, session, params, now_ms)
         return handler(rid, params, session, now_ms)
 
+    def refused(self, payload: bytes, session: Session, error: BinanceError) -> Reply | None:
+        """The reply refusing a request with ``error`` (429/418 forced by the control plane).
+
+        The request's envelope is read as :meth:`handle` reads it, so the id is echoed and
+        ``returnRateLimits`` obeyed; ``rateLimits.count`` is ``error.used_weight``. Returns
+        None for a request whose envelope is invalid: :meth:`handle` answers those as usual.
+        """
+        try:
+            request = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if type(request) is not dict or "id" not in request:
+            return None
+        rid = id_json(request["id"])
+        params = request.get("params", _NO_PARAMS)
+        if rid is None or type(params) is not dict or type(request.get("method")) is not str:
+            return None
+        return self._limited(rid, error, session, params)
+
     def binary_frame(self) -> Reply:
         """The answer to a binary frame: the WS API speaks JSON text only."""
         return self.envelope_error(None, INVALID_JSON_MSG)

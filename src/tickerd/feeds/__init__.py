@@ -18,12 +18,23 @@ from ..symbols import SymbolUniverse
 
 
 class Feed(Protocol):
-    """A source of ticks. ``run`` applies ticks to the book until cancelled."""
+    """A source of ticks. ``run`` applies ticks to the book until cancelled.
+
+    Optional members, looked up with ``getattr``: ``symbols`` (a frozenset of the names the
+    feed writes, or None for "every TRADING symbol no other feed declares" — see
+    :func:`assign_symbols`), ``async start(book)`` (awaited before the server opens its
+    port; an exception aborts the start) and ``status()`` (a JSON-able dict for
+    ``/healthz``).
+    """
 
     name: str
 
     def prime(self, book: PriceBook) -> None:
-        """Put the feed's first prices into the book before the server opens its port."""
+        """Put the feed's first prices into the book before the server opens its port.
+
+        With ``--store`` the book already holds the restored last prices: a feed with
+        newer prices overwrites them, the synthetic feed keeps them.
+        """
         ...
 
     async def run(self, book: PriceBook) -> None:
@@ -53,7 +64,96 @@ def _synthetic(settings: Settings, universe: SymbolUniverse, clock: Clock, plan:
     plan.feeds.append(SyntheticFeed(market, plan.clock or clock, settings.tick_rate))
 
 
-BUILDERS: dict[str, Builder] = {"synthetic": _synthetic}
+def _symbol_list(raw: str | None, universe: SymbolUniverse, flag: str) -> frozenset[str] | None:
+    """The symbols named by a comma-separated flag (None when the flag is unset)."""
+    if raw is None or not raw.strip():
+        return None
+    names = frozenset(n.strip().upper() for n in raw.split(",") if n.strip())
+    unknown = sorted(n for n in names if n not in universe)
+    if unknown:
+        raise FeedConfigError(f"{flag}: unknown symbol(s) {', '.join(unknown)}")
+    return names
+
+
+def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
+    from .mirror import MirrorFeed
+
+    rest, stream = settings.mirror_rest_url, settings.mirror_stream_url
+    if not rest.startswith(("http://", "https://")):
+        raise FeedConfigError(f"--mirror-rest-url must be an http(s) URL, not {rest!r}")
+    if not stream.startswith(("ws://", "wss://")):
+        raise FeedConfigError(f"--mirror-stream-url must be a ws(s) URL, not {stream!r}")
+    symbols = _symbol_list(settings.mirror_symbols, universe, "--mirror-symbols")
+    plan.feeds.append(MirrorFeed(universe, rest_url=rest, stream_url=stream, symbols=symbols))
+
+
+def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
+    from .push import PushFeed
+
+    if not settings.push_token:
+        raise FeedConfigError(
+            "the push feed needs a token: set TICKERD_PUSH_TOKEN (or --push-token); "
+            "clients send it as 'Authorization: Bearer <token>'"
+        )
+    symbols = _symbol_list(settings.push_symbols, universe, "--push-symbols")
+    plan.feeds.append(
+        PushFeed(
+            universe,
+            token=settings.push_token,
+            host=settings.push_host,
+            port=settings.push_port,
+            symbols=symbols,
+        )
+    )
+
+
+def _replay(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
+    from .replay import ReplayFeed
+
+    feed = ReplayFeed.from_settings(settings, universe)
+    plan.feeds.append(feed)
+    plan.clock = feed.clock  # the server follows the replay's trade time
+
+
+BUILDERS: dict[str, Builder] = {
+    "synthetic": _synthetic,
+    "mirror": _mirror,
+    "push": _push,
+    "replay": _replay,
+}
+
+
+def assign_symbols(plan: FeedPlan, universe: SymbolUniverse) -> None:
+    """Give every feed its symbols, or raise :class:`FeedConfigError`.
+
+    The rule: each feed declares the symbols it writes (``feed.symbols``) or None, meaning
+    "every TRADING symbol no other feed declares". Declared sets must not overlap, and at
+    most one feed may take the rest; that feed's ``symbols`` is set to the rest here.
+    """
+    owner: dict[str, str] = {}
+    takers: list[Feed] = []
+    for feed in plan.feeds:
+        declared: frozenset[str] | None = getattr(feed, "symbols", None)
+        if declared is None:
+            takers.append(feed)
+            continue
+        clash = sorted(s for s in declared if s in owner)
+        if clash:
+            shown = ", ".join(clash[:10]) + (" ..." if len(clash) > 10 else "")
+            raise FeedConfigError(
+                f"feeds {owner[clash[0]]} and {feed.name} both claim {shown}: "
+                "each symbol may come from one feed only"
+            )
+        owner.update(dict.fromkeys(declared, feed.name))
+    if len(takers) > 1:
+        names = " and ".join(f.name for f in takers)
+        raise FeedConfigError(
+            f"feeds {names} would each take every symbol: name the symbols of all but one "
+            "(--mirror-symbols, --push-symbols)"
+        )
+    if takers:
+        rest = frozenset(s.symbol for s in universe.trading() if s.symbol not in owner)
+        takers[0].symbols = rest  # type: ignore[attr-defined]
 
 
 def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> FeedPlan:
@@ -61,10 +161,13 @@ def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> F
     names = [n.strip() for n in settings.feed.split(",") if n.strip()]
     if not names:
         raise FeedConfigError("no feed named (--feed)")
+    if len(set(names)) != len(names):
+        raise FeedConfigError(f"a feed is named twice in --feed {settings.feed!r}")
     plan = FeedPlan()
     for name in names:
         builder = BUILDERS.get(name)
         if builder is None:
             raise FeedConfigError(f"unknown feed {name!r}; known: {', '.join(BUILDERS)}")
         builder(settings, universe, clock, plan)
+    assign_symbols(plan, universe)
     return plan

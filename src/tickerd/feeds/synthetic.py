@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Collection
 from decimal import Decimal
 
 from ..book import PriceBook
@@ -54,6 +55,10 @@ class SyntheticMarket:
             start = Decimal(ref) if ref else info.tick_size * self.rng.randint(10_000, 1_000_000)
             self.walkers.append(_Walker(info, start))
 
+    def keep_only(self, symbols: Collection[str]) -> None:
+        """Stop walking every symbol not in ``symbols`` (other feeds own them)."""
+        self.walkers = [w for w in self.walkers if w.symbol in symbols]
+
     def snapshot(self, now_ms: int) -> list[Tick]:
         """The current price of every symbol, stamped ``now_ms``."""
         return [Tick(w.symbol, w.price(), now_ms) for w in self.walkers]
@@ -77,10 +82,31 @@ class SyntheticFeed:
         self.market = market
         self.clock = clock
         self.rate = rate
+        self._symbols: frozenset[str] | None = None
+
+    @property
+    def symbols(self) -> frozenset[str] | None:
+        """The symbols walked; None (all TRADING ones) until told to take fewer."""
+        return self._symbols
+
+    @symbols.setter
+    def symbols(self, symbols: frozenset[str]) -> None:
+        # build_feeds gives the synthetic feed the symbols no other feed declares.
+        self._symbols = symbols
+        self.market.keep_only(symbols)
 
     def prime(self, book: PriceBook) -> None:
-        """Give every symbol its starting price."""
-        book.apply(self.market.snapshot(self.clock.now_ms()))
+        """Give every symbol its starting price. A symbol the book already prices (restored
+        from the store before priming) keeps its price, and its walk goes on from there."""
+        now = self.clock.now_ms()
+        fresh: list[Tick] = []
+        for walker in self.market.walkers:
+            held = book.get(walker.symbol)
+            if held is None:
+                fresh.append(Tick(walker.symbol, walker.price(), now))
+            else:
+                walker.ticks = max(1, int(Decimal(held.price) * walker.scale) // walker.unit)
+        book.apply(fresh)
 
     async def run(self, book: PriceBook) -> None:
         """Tick forever at ``rate`` (a rate of 0 keeps prices still)."""

@@ -15,7 +15,9 @@ def text_header(length: int) -> bytes:
 
 
 # Close codes a peer may send (RFC 6455 §7.4.1, IANA registry); 1005/1006/1015 never on the wire.
-VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+VALID_CLOSE_CODES = frozenset(
+    (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+)
 
 
 def valid_close_code(code: int) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..clock import Clock
 from ..config import Settings
-from ..rest import RestApi
+from ..rest import RestApi, RestReply
 from .ws import client_ip
 
 log = logging.getLogger("tickerd.server")
@@ -43,6 +44,9 @@ class HTTPServer:
         self.api = api
         self.clock = clock
         self.settings = settings
+        # What answers a request: the API itself, or the control plane's fault wrapper
+        # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
+        self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
 
@@ -84,7 +88,7 @@ class HTTPServer:
         url = request.rel_url
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
-        reply = self.api.handle(
+        reply = self.handle(
             request.method,
             url.raw_path,
             url.raw_query_string,

@@ -18,10 +18,11 @@ for all connections rather than timers per connection, and cuts off a client who
 replies exceed ``max_send_buffer_bytes``.
 
 Fault injection (the control plane, ``transport/faults.py``) costs nothing while no fault
-is armed: it never adds a check to the frame path. Arming a fault replaces attributes of
-the targeted :class:`Connection` objects only — ``handle`` (forced 429/418 answers),
-``queue`` (delayed replies) or ``other_frame`` (unanswered pings) — and clearing it puts
-the originals back. The server only tells the injector about connections coming and going.
+is armed: it never adds a check to the frame path. Arming a fault swaps what the targeted
+:class:`Connection` objects run — the value of ``handle`` (forced 429/418 answers), or
+their class for one whose ``queue`` and ``other_frame`` delay replies and drop pings — and
+clearing it swaps the originals back. The server only tells the injector about
+connections coming and going.
 """
 
 from __future__ import annotations
@@ -400,11 +401,23 @@ class WSServer:
         _accept_connection_token_list(request)
         now = self.clock.now_ms()
         if len(self.connections) >= self.settings.max_connections:
-            return _refuse(503, {"code": -1008, "msg": "Server is currently overloaded with "
-                                 "other requests. Please try again in a few minutes."})
+            return _refuse(
+                503,
+                {
+                    "code": -1008,
+                    "msg": "Server is currently overloaded with "
+                    "other requests. Please try again in a few minutes.",
+                },
+            )
         if not self.attempts.allow(ip, now):
-            return _refuse(429, {"code": -1003, "msg": f"Too many connection attempts from "
-                                 f"IP({ip}); limit is {self.settings.connect_limit} per 5 minutes."})
+            return _refuse(
+                429,
+                {
+                    "code": -1003,
+                    "msg": f"Too many connection attempts from "
+                    f"IP({ip}); limit is {self.settings.connect_limit} per 5 minutes.",
+                },
+            )
         try:
             self.protocol.limiter.charge(ip, weights.WS_HANDSHAKE_WEIGHT, now)
         except BinanceError as err:

@@ -1,0 +1,157 @@
+"""The control plane's HTTP surface: its own port, loopback by default, a bearer token.
+
+``tickerd serve --control-port 9003 --control-token SECRET`` serves :class:`~tickerd.control.Control`:
+
+- ``GET /control/state``: clock, prices, statuses, weight limit, per-IP weight and bans,
+  armed faults, connections (with the ids faults can aim at), the running scenario;
+- ``GET /control/ops``: every operation, its arguments and what it does;
+- ``POST /control/<op>`` with a JSON object of arguments (or no body), ``<op>`` an
+  operation name with ``/`` for ``.`` (``/control/fault/http429``);
+- ``POST /control/scenario`` with a scenario document (:mod:`tickerd.scenario`).
+
+Every request must carry ``Authorization: Bearer <token>``; the token is compared in
+constant time (``hmac.compare_digest``), and a request without it or with a wrong one is
+answered 401 before anything is read or done, unknown paths included. Answers are JSON:
+the operation's result with 200, or ``{"error": "..."}`` with 400 (bad arguments), 401,
+404 (unknown operation), 405, 409 (nothing to act on) or 413 (a body over 1 MiB).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..config import Settings
+from ..control import OPS, Control, ControlError
+
+log = logging.getLogger("tickerd.control")
+
+MAX_BODY_BYTES = 1024 * 1024
+SHUTDOWN_TIMEOUT_S = 2.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(doc),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class ControlHTTPServer:
+    """Serves a :class:`Control` on ``settings.control_host:settings.control_port``."""
+
+    def __init__(self, control: Control, settings: Settings) -> None:
+        if not settings.control_token:
+            raise ControlError("the control plane needs a token: set --control-token")
+        self.control = control
+        self.settings = settings
+        self._token = settings.control_token.encode()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (useful when started on port 0)."""
+        assert self._port is not None, "not started"
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the control plane."""
+        host = self.settings.control_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen on ``settings.control_host:settings.control_port``."""
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
+        app.router.add_get("/control/state", self._state)
+        app.router.add_get("/control/ops", self._ops)
+        app.router.add_post("/control/scenario", self._scenario)
+        app.router.add_post("/control/{op:.+}", self._op)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self.settings.control_host, self.settings.control_port, reuse_address=True
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop listening and close the connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # -- middleware: the token first, then errors as JSON ---------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        given = credentials.strip().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._token):
+            return _json(
+                {"error": "missing or wrong control token"},
+                401,
+                {"WWW-Authenticate": 'Bearer realm="tickerd-control"'},
+            )
+        try:
+            return await handler(request)
+        except ControlError as exc:
+            return _json({"error": exc.msg}, exc.status)
+        except web.HTTPException as exc:
+            return _json({"error": exc.reason}, exc.status)
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _state(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.control.state())
+
+    async def _ops(self, request: web.Request) -> web.StreamResponse:
+        return _json(
+            {
+                name: {
+                    "path": "/control/" + name.replace(".", "/"),
+                    "help": op.help,
+                    "args": {
+                        arg_name: {"type": arg.kind.__name__, "required": arg.required}
+                        for arg_name, arg in op.args.items()
+                    },
+                }
+                for name, op in OPS.items()
+            }
+        )
+
+    async def _op(self, request: web.Request) -> web.StreamResponse:
+        op = request.match_info["op"].strip("/").replace("/", ".")
+        return _json({"ok": True, **self.control.apply(op, await _body(request))})
+
+    async def _scenario(self, request: web.Request) -> web.StreamResponse:
+        return _json({"ok": True, **self.control.run_scenario_doc(await _body(request))})
+
+
+async def _body(request: web.Request) -> Any:
+    """The request's JSON body (``{}`` when empty)."""
+    data = await request.read()
+    if not data.strip():
+        return {}
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ControlError("the body is not valid JSON") from None

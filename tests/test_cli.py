@@ -1,0 +1,251 @@
+"""``tickerd price`` and ``tickerd watch`` through ``main([...])`` and as real processes.
+
+The target is the in-process test server (``tickerd_server``, this package's own pytest
+plugin): prices are set exactly and stand still; its clock is manual.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+
+from tickerd.cli import main
+from tickerd.client import PriceTicker
+from tickerd.terminal import Screen, WatchTable, iso_time, table
+from tickerd.testing import TickerdServer
+
+# -- price --------------------------------------------------------------------------------
+
+
+def test_price_of_one_symbol(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tickerd_server.set_price("BTCUSDT", "97000.10")
+    assert main(["price", "BTCUSDT", "--url", tickerd_server.ws_url]) == 0
+    assert capsys.readouterr() == ("BTCUSDT 97000.10\n", "")
+    # Lower case is accepted on the command line (Binance itself is case-sensitive).
+    assert main(["price", "btcusdt", "--url", tickerd_server.ws_url]) == 0
+    assert capsys.readouterr().out == "BTCUSDT 97000.10\n"
+
+
+def test_price_prints_fixed_point_never_exponents(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tickerd_server.set_price("1000PEPEUSDT", "0.0000001")
+    assert main(["price", "1000PEPEUSDT", "--url", tickerd_server.ws_url]) == 0
+    assert capsys.readouterr().out == "1000PEPEUSDT 0.0000001\n"
+
+
+@pytest.mark.tickerd(prices="none")
+def test_price_table_of_all(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tickerd_server.set_price("ETHUSDT", "3150.25")
+    tickerd_server.set_price("BTCUSDT", "97000.10", time_ms=1_700_000_000_123)
+    assert main(["price", "--url", tickerd_server.ws_url]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        "SYMBOL      PRICE  TIME",
+        "BTCUSDT  97000.10  2023-11-14T22:13:20.123Z",
+        "ETHUSDT   3150.25  2023-11-14T22:13:20.000Z",
+    ]
+
+
+def test_price_url_from_the_environment(
+    tickerd_server: TickerdServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tickerd_server.set_price("SOLUSDT", "141.2500")
+    monkeypatch.setenv("TICKERD_URL", tickerd_server.ws_url)
+    assert main(["price", "SOLUSDT"]) == 0
+    assert capsys.readouterr().out == "SOLUSDT 141.2500\n"
+
+
+def test_price_unknown_symbol_prints_the_binance_error(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["price", "NOPEUSDT", "--url", tickerd_server.ws_url]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "tickerd: error -1121: Invalid symbol. (status 400)\n"
+
+
+@pytest.mark.tickerd(weight_limit=5)
+def test_price_rate_limited_prints_the_binance_error(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The handshake costs 5: the request itself is the one over the limit.
+    assert main(["price", "BTCUSDT", "--url", tickerd_server.ws_url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tickerd: error -1003: Too many requests; current limit of IP(")
+    assert err.endswith("(status 429)\n")
+
+
+def test_price_unreachable_url(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"ws://127.0.0.1:{port}/ws-fapi/v1"
+    assert main(["price", "BTCUSDT", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tickerd: cannot connect to {url}")
+
+
+def test_price_wrong_path_is_a_clear_error(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = tickerd_server.ws_url.replace("/ws-fapi/v1", "/nope")
+    assert main(["price", "BTCUSDT", "--url", url]) == 1
+    assert "handshake refused with HTTP 404" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["watch", "--interval", "0"])
+    assert info.value.code == 2
+    assert "not a positive number" in capsys.readouterr().err
+
+
+# -- watch --------------------------------------------------------------------------------
+
+
+def test_watch_count_prints_plain_frames(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tickerd_server.set_price("BTCUSDT", "97000.10")
+    url = tickerd_server.ws_url
+    args = ["watch", "BTCUSDT", "ethusdt", "--url", url, "--interval", "0.05", "--count", "3"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "\x1b" not in out  # not a terminal: no escape codes
+    frames = out.split("\n\n")
+    assert len(frames) == 3
+    for n, frame in enumerate(frames, start=1):
+        lines = frame.strip("\n").splitlines()
+        assert re.fullmatch(rf"tickerd watch  {re.escape(url)}  \S+Z  refresh {n}", lines[0])
+        assert lines[1].split() == ["SYMBOL", "PRICE", "CHANGE", "CHANGE%", "AGE", "s"]
+        btc, eth = (line.split() for line in lines[2:])
+        assert btc[:4] == ["BTCUSDT", "97000.10", "+0.00", "+0.00%"]
+        assert eth[:4] == ["ETHUSDT", "3150.00", "+0.00", "+0.00%"]
+        assert re.fullmatch(r"[0-9]+\.[0-9]", btc[4])  # seconds since the tick, 0.1 s
+
+
+def test_watch_many_symbols_uses_the_all_symbols_request(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    url = tickerd_server.ws_url
+    assert main(["watch", *symbols, "--url", url, "--interval", "0.05", "--count", "2"]) == 0
+    frames = capsys.readouterr().out.split("\n\n")
+    assert [line.split()[0] for line in frames[1].strip().splitlines()[2:]] == symbols
+
+
+def test_watch_unknown_symbol_fails_with_the_binance_error(
+    tickerd_server: TickerdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["watch", "BTCUSDT", "NOPEUSDT", "ETHUSDT", "--url", tickerd_server.ws_url]
+    assert main([*args, "--count", "2"]) == 1
+    assert capsys.readouterr().err == "tickerd: error -1121: Invalid symbol. (status 400)\n"
+
+
+def ticker(symbol: str, price: str, time_ms: int) -> PriceTicker:
+    return PriceTicker(symbol, Decimal(price), time_ms)
+
+
+def test_watch_table_change_since_start_and_age() -> None:
+    view = WatchTable(["BTCUSDT", "ETHUSDT", "DOGEUSDT"])
+    view.update([ticker("BTCUSDT", "100.00", 1_000), ticker("ETHUSDT", "0.00000010", 1_000)])
+    view.update([ticker("BTCUSDT", "97.50", 2_000), ticker("ETHUSDT", "0.00000011", 2_500)])
+    lines = view.lines("ws://x", now_ms=4_750)
+    assert lines[0] == "tickerd watch  ws://x  1970-01-01T00:00:04.750Z  refresh 2"
+    assert [line.split() for line in lines[2:]] == [
+        ["BTCUSDT", "97.50", "-2.50", "-2.50%", "2.7"],
+        ["ETHUSDT", "0.00000011", "+0.00000001", "+10.00%", "2.2"],
+        ["DOGEUSDT", "-", "-", "-", "-"],  # no price yet
+    ]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_screen_redraws_in_place_on_a_terminal() -> None:
+    term = FakeTerminal()
+    screen = Screen(term)
+    screen.draw(["a", "b", "c"])
+    screen.draw(["d", "e"])
+    screen.close()
+    assert term.getvalue() == "\x1b[?25la\nb\nc\n" + "\x1b[3F\x1b[Jd\ne\n" + "\x1b[?25h"
+
+
+def test_table_and_iso_time() -> None:
+    assert table(("A", "BB"), [("xyz", "1"), ("q", "22")], right=(1,)) == (
+        "A    BB\nxyz   1\nq    22"
+    )
+    assert iso_time(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+    assert iso_time(0) == "1970-01-01T00:00:00.000Z"
+
+
+# -- real processes -----------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKERD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_price_in_a_real_process(tickerd_server: TickerdServer) -> None:
+    tickerd_server.set_price("BTCUSDT", "97000.10")
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerd", "price", "BTCUSDT", "--url", tickerd_server.ws_url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "BTCUSDT 97000.10\n", "")
+
+
+def test_watch_in_a_real_process_exits_0_on_ctrl_c(tickerd_server: TickerdServer) -> None:
+    args = ["watch", "BTCUSDT", "--url", tickerd_server.ws_url, "--interval", "0.1"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tickerd", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=child_env(),
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 15)
+        assert ready, "watch printed nothing in 15 s"
+        first = process.stdout.readline()
+        assert first.startswith("tickerd watch  ")
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert err == ""
+    assert "BTCUSDT" in out and "Traceback" not in out
