@@ -372,9 +372,13 @@ static void grow_slots(conn_t *c)
     c->smask = nsz - 1;
 }
 
+#define ID_HEAD "5f0c9e2a-8d41-4b7e-9a3c-"
+
 static void send_request(conn_t *c, int64_t t)
 {
-    static const char prefix[] = "{\"id\":\"";
+    /* Ids look like the UUID4 strings real clients send (the official SDK's): a fixed
+     * 8-4-4-4 head and the request number as the last 12 digits. */
+    static const char prefix[] = "{\"id\":\"" ID_HEAD;
     char dig[24];
     int nd = 0;
     uint64_t id, v;
@@ -387,7 +391,7 @@ static void send_request(conn_t *c, int64_t t)
     s->id = id;
     s->t = t;
     v = id;
-    do { dig[23 - nd++] = (char)('0' + v % 10); v /= 10; } while (v);
+    do { dig[23 - nd++] = (char)('0' + v % 10); v /= 10; } while (v || nd < 12);
     if (opt.all) {
         put_frame(c, 1, prefix, sizeof prefix - 1, dig + 24 - nd, (size_t)nd, all_suffix,
                   sizeof all_suffix - 1);
@@ -450,9 +454,10 @@ static void on_message(conn_t *c, const char *p, size_t n)
     int nd = 0, q;
     slot_t *sl;
     int64_t t;
-    /* {"id":"<decimal>" — the id is the first key; a bare number is accepted too */
+    /* {"id":"<ID_HEAD><decimal>" — the id is the first key; a bare number is accepted too */
     if (!eat(&s, e, "{") || !eat(&s, e, "\"id\"") || !eat(&s, e, ":")) { err.bad_id++; return; }
     q = eat(&s, e, "\"");
+    if (q && !eat(&s, e, ID_HEAD)) { err.bad_id++; return; }
     while (s < e && *s >= '0' && *s <= '9' && nd < 20) { id = id * 10 + (uint64_t)(*s++ - '0'); nd++; }
     if (nd == 0 || nd > 19 || (q && !eat(&s, e, "\""))) { err.bad_id++; return; }
     sl = &c->slots[id & c->smask];

@@ -26,10 +26,10 @@ slow-reader (all-symbols requests, never read: RSS growth and the cut-off), book
 the echo server). With ``--wsload PATH`` an independent generator re-measures
 single-pipelined against naive and tickerd.
 
-Single-symbol closed-loop runs use ``loadgen -b 100`` (``--spin``): the generator polls for
-100 µs after each event instead of sleeping, so a server is not charged the generator's
-loopback wake-ups (the "loopback caveat" in loadgen.c), which penalise the naive server's
-one-write-per-reply most. All-symbols runs let the generator sleep.
+The generator sleeps in epoll between events, as real clients and the independent wsload
+do; ``--spin USEC`` makes it poll that long first (loadgen ``-b``), which spares a server
+the generator's loopback wake-ups (the "loopback caveat" in loadgen.c) and so flatters
+the naive server's one-write-per-reply most.
 
 Noise control: before each run the harness waits (at most 3 s) for a lull in other work on
 CPU 0, records that other work's share of CPU 0 during the run (``cpu0 other``), and
@@ -95,7 +95,7 @@ SATURATED = 0.9  # srv_cpu below this, in a scenario meant to saturate: measure 
 # naive server, which writes once per reply, pays one wake-up per reply and tickerd/naive
 # comes out ~25 % higher than the independent wsload measures. Not for all-symbols: there
 # the polling generator itself becomes the bottleneck.
-SPIN_US = 100
+SPIN_US = 0
 QUIET_WAIT_S = 3.0  # longest wait for a lull in other work on the server CPU before a run
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
@@ -1354,9 +1354,12 @@ def render_md(doc: Result) -> str:
         f"- Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, "
         + f"Python {m['python']}, {m['gcc']}",
         f"- Packages: {pk}",
-        "- Generator: loadgen (benchmarks/loadgen.c, gcc -O2); single-symbol closed-loop runs "
-        + f"with `-b {p['spin_us']}` (polls {p['spin_us']} µs before sleeping, so the server is "
-        + "not charged the generator's wake-ups); all-symbols and open-loop runs without",
+        "- Generator: loadgen (benchmarks/loadgen.c, gcc -O2), UUID-shaped request ids; "
+        + (
+            f"single-symbol closed-loop runs with `-b {p['spin_us']}` (polls before sleeping)"
+            if p["spin_us"]
+            else "sleeps in epoll between events, like real clients and wsload"
+        ),
         f"- Pinning: {doc['pinning']}; load average at start {' '.join(m['loadavg_start'])}, "
         + f"at end {' '.join(doc['loadavg_end'])}",
         "",

@@ -87,6 +87,9 @@ wire_log = _WireLog(logging.getLogger("tickerd.server.wire"))
 _TEXT = WSMsgType.TEXT
 _BIG = 16 * 1024  # replies at least this large are written by reference, not copied
 _CONTROL_FRAMES_PER_S = 5  # Binance: at most 5 ping/pong frames per second
+# picows' initial read buffer per connection; it doubles when a read needs more. Requests
+# are small, so a small start keeps 10 000 idle connections cheap.
+_READ_BUFFER_BYTES = 4096
 
 
 def client_ip(peer: Any) -> str:
@@ -115,6 +118,7 @@ class Connection(WSListener):
         self.last_ping = 0.0
         self.unanswered_since = 0.0  # when the oldest ping still without a pong was sent
         self.close_sent_at = 0.0
+        self.batch_now = 0  # the clock, read at the first frame of a socket read
         self.control_window = 0
         self.control_count = 0
 
@@ -129,7 +133,7 @@ class Connection(WSListener):
         self.server.discard(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if self.close_sent_at or transport.is_close_frame_sent:
+        if transport.is_close_frame_sent:  # by us (close()) or by picows itself
             if frame.msg_type == WSMsgType.CLOSE:
                 transport.disconnect()
             return
@@ -139,20 +143,34 @@ class Connection(WSListener):
             and self.fragments is None
             and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
         ):
+            now = self.batch_now or self.read_time()
             try:
-                self.queue(self.handle(frame.get_payload_as_bytes(), self.session, self.now_ms()))
+                reply = self.handle(frame.get_payload_as_bytes(), self.session, now)
             except CloseConnection as exc:
                 self.close(exc.code, exc.reason)
                 return
+            self.queue(reply)
         else:
             self.other_frame(frame)
         if frame.last_in_buffer:
+            self.batch_now = 0
             self.flush()
+
+    def read_time(self) -> int:
+        """The time for every frame of the current socket read: read once per read."""
+        now = self.batch_now = self.now_ms()
+        return now
 
     # -- replies --------------------------------------------------------------------------
 
     def queue(self, reply: Reply) -> None:
         """Add a reply frame to what the next :meth:`flush` writes."""
+        if len(reply) == 1 and len(reply[0]) < _BIG:  # the common case: one small piece
+            body = reply[0]
+            out = self.out
+            out += text_header(len(body))
+            out += body
+            return
         size = 0
         for part in reply:
             size += len(part)
@@ -247,7 +265,7 @@ class Connection(WSListener):
             self.queue(self.server.protocol.binary_frame())
             return
         try:
-            self.queue(self.handle(payload, self.session, self.now_ms()))
+            self.queue(self.handle(payload, self.session, self.batch_now or self.read_time()))
         except CloseConnection as exc:
             self.close(exc.code, exc.reason)
 
@@ -386,7 +404,7 @@ class WSServer:
             None, None, False, route, wire_log, True, s.handshake_timeout,
             False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,
             False,  # pings are answered by Connection, which must see every frame
-            s.max_message_bytes, None, 16 * 1024,
+            s.max_message_bytes, None, _READ_BUFFER_BYTES,
         )  # fmt: skip
         return proto
 
