@@ -52,8 +52,15 @@ class Naive:
         key = "result" if status == 200 else "error"
         envelope = {"id": rid, "status": status, key: body}
         if count is not None:  # envelope-level errors (bad JSON) carry no rateLimits
-            envelope["rateLimits"] = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
-                                       "intervalNum": 1, "limit": self.limit, "count": count}]
+            envelope["rateLimits"] = [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.limit,
+                    "count": count,
+                }
+            ]
         return json.dumps(envelope, separators=(",", ":"))
 
     def answer(self, raw: str | bytes, ip: str) -> str:
@@ -70,12 +77,15 @@ class Naive:
         symbol = params.get("symbol") if isinstance(params, dict) else None
         count = self.charge(ip, 1 if symbol is not None else 2)
         if count > self.limit:
-            msg = (f"Too many requests; current limit of IP({ip}) is {self.limit} requests per "
-                   "minute. Please use the websocket for live updates to avoid polling the API.")
+            msg = (
+                f"Too many requests; current limit of IP({ip}) is {self.limit} requests per "
+                "minute. Please use the websocket for live updates to avoid polling the API."
+            )
             return self.reply(rid, 429, {"code": -1003, "msg": msg}, count)
         if symbol is None:
-            result: Any = [{"symbol": s, "price": p, "time": self.time}
-                           for s, p in self.prices.items()]
+            result: Any = [
+                {"symbol": s, "price": p, "time": self.time} for s, p in self.prices.items()
+            ]
         elif symbol in self.prices:
             result = {"symbol": symbol, "price": self.prices[symbol], "time": self.time}
         else:
@@ -97,8 +107,9 @@ async def main(args: argparse.Namespace) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(handler, args.host, args.port, max_size=args.max_size,
-                     compression=None) as server:
+    async with serve(
+        handler, args.host, args.port, max_size=args.max_size, compression=None
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"READY {port}", flush=True)
         await stop
