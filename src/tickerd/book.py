@@ -30,6 +30,10 @@ class PriceBook:
         self._ticks: dict[str, Tick] = {}
         self._bodies: dict[str, bytes] = {}
         self._all: bytes | None = None
+        # Symbols of the all-symbols array, in order; recomputed when it may have changed:
+        # after remove/clear/refresh_status, or when a first tick grew the book.
+        self._order: list[str] | None = None
+        self._order_size = 0
         # Copy-on-write: a listener may (un)subscribe while the tuple is being iterated.
         self._listeners: tuple[Listener, ...] = ()
         self._trading: frozenset[str] = frozenset()
@@ -64,18 +68,21 @@ class PriceBook:
         self._ticks.pop(symbol, None)
         self._bodies.pop(symbol, None)
         self._all = None
+        self._order = None
 
     def clear(self) -> None:
         """Forget every price."""
         self._ticks.clear()
         self._bodies.clear()
         self._all = None
+        self._order = None
 
     def refresh_status(self) -> None:
         """Re-read which symbols trade after the universe changed a status."""
         self._trading = frozenset(s.symbol for s in self.universe.trading())
         self._bodies.clear()
         self._all = None
+        self._order = None
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every applied batch; returns the unsubscribe function.
@@ -140,9 +147,19 @@ class PriceBook:
         """The cached ``result`` array of every TRADING symbol with a price, by symbol."""
         body = self._all
         if body is None:
-            body_of = self.body
-            parts = [body_of(s) for s in sorted(self._trading.intersection(self._ticks))]
-            body = self._all = b"[" + b",".join(p for p in parts if p is not None) + b"]"
+            ticks = self._ticks
+            order = self._order
+            if order is None or self._order_size != len(ticks):
+                order = self._order = sorted(self._trading.intersection(ticks))
+                self._order_size = len(ticks)
+            bodies = self._bodies
+            parts = []
+            for symbol in order:  # only symbols that changed since the last build are re-printed
+                part = bodies.get(symbol)
+                if part is None:
+                    part = bodies[symbol] = _body(ticks[symbol])
+                parts.append(part)
+            body = self._all = b"[" + b",".join(parts) + b"]"
         return body
 
 

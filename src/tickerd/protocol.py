@@ -195,7 +195,7 @@ class Protocol:
             return (_OK_HIDE % (rid, body),)
         head = b'{"id":%s,"status":200,"result":' % rid
         if show:
-            return (head, body, self._rate_limits_head(), b"%d}]}" % count)
+            return (head, body, b"%s%d}]}" % (self._rate_limits_head(), count))
         return (head, body, b"}")
 
     # -- envelope pieces -----------------------------------------------------------------

@@ -175,16 +175,14 @@ class Connection(WSListener):
         for part in reply:
             size += len(part)
         out = self.out
-        if size < _BIG:
-            out += text_header(size)
-            for part in reply:
+        out += text_header(size)
+        for part in reply:
+            if len(part) < _BIG:
                 out += part
-        else:
-            if out:
+            else:  # a large cached body goes out by reference, between the small pieces
                 self.parts.append(bytes(out))
                 out.clear()
-            self.parts.append(text_header(size))
-            self.parts.extend(reply)
+                self.parts.append(part)
 
     def flush(self) -> None:
         """Write every queued frame at once; cut the client off if it stopped reading."""
