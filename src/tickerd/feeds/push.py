@@ -31,7 +31,6 @@ answering pings closed after ``HEARTBEAT_S``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -40,13 +39,11 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from ..book import PriceBook, TickRejected
 from ..models import Tick
 from ..symbols import SymbolUniverse
+from ..transport.aio import SHUTDOWN_TIMEOUT_S, bearer_matches, bounded_requests, listen
 
 log = logging.getLogger("tickerd.feeds.push")
 
@@ -57,7 +54,6 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 64
 KEEPALIVE_TIMEOUT_S = 75.0
 HEARTBEAT_S = 30.0  # WebSocket ingest: ping after this much silence, close if unanswered
-SHUTDOWN_TIMEOUT_S = 2.0
 INT64_MAX = 2**63 - 1
 MAX_PRICE_CHARS = 40
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -143,21 +139,14 @@ class PushFeed:
         self._book = book
         server = web.Server(
             self._handle,
-            request_factory=self._make_request,
+            request_factory=bounded_requests(self.max_body_bytes),
             access_log=None,
             lingering_time=0.0,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port_setting, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self._port = await listen(runner, self.host, self.port_setting)
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
         log.info("tickerd push ready: %s", self.url)
 
     async def run(self, book: PriceBook) -> None:
@@ -266,10 +255,7 @@ class PushFeed:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _authorized(self, request: web.BaseRequest) -> bool:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), self._token
-        )
+        ok = bearer_matches(request, self._token)
         if not ok:
             self.unauthorized += 1
         return ok
@@ -346,24 +332,6 @@ class PushFeed:
             reply = _reply(status, batch_id, accepted=accepted, rejected=rejected)
             await ws.send_str(reply)
         return ws
-
-    def _make_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: Any,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message,
-            payload,
-            protocol,
-            writer,
-            task,
-            asyncio.get_running_loop(),
-            client_max_size=self.max_body_bytes,
-        )
 
 
 def _parse(body: bytes) -> Any:

@@ -18,7 +18,6 @@ the operation's result with 200, or ``{"error": "..."}`` with 400 (bad arguments
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,11 +27,11 @@ from aiohttp import web
 
 from ..config import Settings
 from ..control import OPS, Control, ControlError
+from .aio import SHUTDOWN_TIMEOUT_S, bearer_matches, listen
 
 log = logging.getLogger("tickerd.control")
 
 MAX_BODY_BYTES = 1024 * 1024
-SHUTDOWN_TIMEOUT_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,17 +80,8 @@ class ControlHTTPServer:
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.settings.control_host, self.settings.control_port, reuse_address=True
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self._port = await listen(runner, self.settings.control_host, self.settings.control_port)
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
@@ -103,9 +93,7 @@ class ControlHTTPServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        given = credentials.strip().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._token):
+        if not bearer_matches(request, self._token):
             return _json(
                 {"error": "missing or wrong control token"},
                 401,

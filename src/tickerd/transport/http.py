@@ -15,26 +15,21 @@ closed after ``KEEPALIVE_TIMEOUT_S``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 
 from ..clock import Clock
 from ..config import Settings
 from ..rest import RestApi, RestReply
+from .aio import SHUTDOWN_TIMEOUT_S, bounded_requests, listen
 from .ws import client_ip
 
 log = logging.getLogger("tickerd.server")
 
 CLIENT_MAX_SIZE = 1024
 KEEPALIVE_TIMEOUT_S = 75.0
-SHUTDOWN_TIMEOUT_S = 2.0
 
 
 class HTTPServer:
@@ -60,23 +55,14 @@ class HTTPServer:
         """Listen on ``settings.host:settings.rest_port``."""
         server = web.Server(
             self._handle,
-            request_factory=self._make_request,
+            request_factory=bounded_requests(CLIENT_MAX_SIZE),
             access_log=None,
             lingering_time=0.0,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.settings.host, self.settings.rest_port, backlog=1024, reuse_address=True
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        self._port = await listen(runner, self.settings.host, self.settings.rest_port, backlog=1024)
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
@@ -96,21 +82,3 @@ class HTTPServer:
             self.clock.now_ms(),
         )
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-
-    def _make_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: Any,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message,
-            payload,
-            protocol,
-            writer,
-            task,
-            asyncio.get_running_loop(),
-            client_max_size=CLIENT_MAX_SIZE,
-        )
