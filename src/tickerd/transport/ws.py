@@ -50,7 +50,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from .. import weights
 from ..clock import Clock
 from ..config import Settings
-from ..errors import BinanceError
+from ..errors import BinanceError, ErrorCode
 from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
 from .frames import text_header, valid_close_code
@@ -417,14 +417,7 @@ class WSServer:
         _accept_connection_token_list(request)
         now = self.clock.now_ms()
         if len(self.connections) >= self.settings.max_connections:
-            return _refuse(
-                503,
-                {
-                    "code": -1008,
-                    "msg": "Server is currently overloaded with "
-                    "other requests. Please try again in a few minutes.",
-                },
-            )
+            return _refuse(503, BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
         if not self.attempts.allow(ip, now):
             return _refuse(
                 429,
