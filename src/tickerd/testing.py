@@ -201,7 +201,12 @@ class TickerdServer:
 
     def advance(self, ms: int) -> int:
         """Move the server clock forward by ``ms``; return the new time."""
-        return self.call(lambda: self._clock().advance(ms))
+
+        def move() -> int:
+            self._clock().advance(ms)
+            return self._service().clock.now_ms()
+
+        return self.call(move)
 
     def set_time(self, now_ms: int) -> None:
         """Set the server clock to ``now_ms`` (never earlier than now)."""
@@ -209,8 +214,8 @@ class TickerdServer:
 
     @property
     def now_ms(self) -> int:
-        """The server clock's time."""
-        return self._clock().now_ms()
+        """The server clock's time, as clients see it (control-plane clock moves included)."""
+        return self.call(lambda: self._service().clock.now_ms())
 
     # -- faults and the control plane (thin calls of tickerd.control.Control) -------------
 

@@ -164,7 +164,8 @@ def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> F
     if len(set(names)) != len(names):
         raise FeedConfigError(f"a feed is named twice in --feed {settings.feed!r}")
     plan = FeedPlan()
-    for name in names:
+    # A replay brings the clock the others must follow: build it first, whatever the order.
+    for name in sorted(names, key=lambda n: n != "replay"):
         builder = BUILDERS.get(name)
         if builder is None:
             raise FeedConfigError(f"unknown feed {name!r}; known: {', '.join(BUILDERS)}")
