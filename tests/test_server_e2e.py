@@ -19,6 +19,7 @@ import sys
 import time
 from decimal import Decimal
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -103,6 +104,23 @@ def test_single_symbol_exact_reply(server):
         ws.send(request("1", "BTCUSDT"))
         reply = ws.recv(timeout=5, decode=False)
     head = b'{"id":1,"status":200,"result":'
+    tail = rate_limits(HANDSHAKE_WEIGHT + 1)
+    assert reply.startswith(head) and reply.endswith(tail), reply
+    symbol, _, _ = check_result(reply[len(head) : -len(tail)], now_ms())
+    assert symbol == "BTCUSDT"
+
+
+def test_readme_30_second_example(server):
+    """The README's first client example, run as printed against a real server."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## 30 seconds", 1)[1]
+    match = re.search(r"<<'PY'\n(.*?)\nPY\n", section, re.DOTALL)
+    assert match, "the README lost its 30-second example"
+    srv = server()
+    code = match.group(1).replace("ws://127.0.0.1:9000/ws-fapi/v1", srv.url)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20, check=True)
+    reply = done.stdout.strip()
+    head = b'{"id":"1","status":200,"result":'
     tail = rate_limits(HANDSHAKE_WEIGHT + 1)
     assert reply.startswith(head) and reply.endswith(tail), reply
     symbol, _, _ = check_result(reply[len(head) : -len(tail)], now_ms())
