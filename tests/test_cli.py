@@ -249,3 +249,17 @@ def test_watch_in_a_real_process_exits_0_on_ctrl_c(tickerd_server: TickerdServer
     assert process.returncode == 0, err
     assert err == ""
     assert "BTCUSDT" in out and "Traceback" not in out
+
+
+def test_readme_documents_every_serve_flag():
+    """Every setting is a `tickerd serve` flag, and the README's flags table names each."""
+    from pathlib import Path
+
+    from tickerd.cli import build_parser
+    from tickerd.config import setting_names
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    serve_help = build_parser({}).parse_args(["serve"])
+    for name in setting_names():
+        assert hasattr(serve_help, name), name
+        assert f"| `--{name.replace('_', '-')}` |" in readme, name
