@@ -18,6 +18,7 @@ from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
 from .symbols import SymbolUniverse
+from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
 from .transport.ws import WSServer
@@ -77,18 +78,14 @@ class Service:
     def url(self) -> str:
         """The WebSocket API URL clients connect to."""
         assert self.ws is not None
-        host = self.settings.host
-        host = f"[{host}]" if ":" in host else host
-        return f"ws://{host}:{self.ws.port}{self.settings.path}"
+        return f"ws://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
 
     @property
     def rest_url(self) -> str | None:
         """The REST base URL (``http://host:port``), or None when REST is off."""
         if self.http is None:
             return None
-        host = self.settings.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.http.port}"
+        return f"http://{netloc(self.settings.host, self.http.port)}"
 
     def health(self) -> dict[str, Any]:
         """What ``GET /healthz`` answers."""

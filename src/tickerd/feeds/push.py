@@ -43,7 +43,7 @@ from aiohttp import WSMsgType, web
 from ..book import PriceBook, TickRejected
 from ..models import Tick
 from ..symbols import SymbolUniverse
-from ..transport.aio import SHUTDOWN_TIMEOUT_S, bearer_matches, bounded_requests, listen
+from ..transport.aio import Site, bearer_matches, netloc
 
 log = logging.getLogger("tickerd.feeds.push")
 
@@ -52,7 +52,6 @@ INGEST_WS_PATH = "/ingest/ws"
 DEFAULT_MAX_BATCH = 10_000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 64
-KEEPALIVE_TIMEOUT_S = 75.0
 HEARTBEAT_S = 30.0  # WebSocket ingest: ping after this much silence, close if unanswered
 INT64_MAX = 2**63 - 1
 MAX_PRICE_CHARS = 40
@@ -114,22 +113,19 @@ class PushFeed:
         self.unauthorized = 0
         self._active = 0
         self._book: PriceBook | None = None
-        self._runner: web.ServerRunner | None = None
-        self._port: int | None = None
+        self.site = Site()
 
     # -- the Feed interface -------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The port listened on (useful when started on port 0)."""
-        assert self._port is not None, "not started"
-        return self._port
+        return self.site.port
 
     @property
     def url(self) -> str:
         """``http://host:port`` of the ingest."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{netloc(self.host, self.port)}"
 
     def prime(self, book: PriceBook) -> None:
         """Nothing: pushed prices arrive once the ingest listens."""
@@ -137,21 +133,14 @@ class PushFeed:
     async def start(self, book: PriceBook) -> None:
         """Listen before the public port opens (a bind failure stops the server start)."""
         self._book = book
-        server = web.Server(
-            self._handle,
-            request_factory=bounded_requests(self.max_body_bytes),
-            access_log=None,
-            lingering_time=0.0,
-            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        await self.site.serve(
+            self._handle, self.host, self.port_setting, max_body_bytes=self.max_body_bytes
         )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        self._port = await listen(runner, self.host, self.port_setting)
-        self._runner = runner
         log.info("tickerd push ready: %s", self.url)
 
     async def run(self, book: PriceBook) -> None:
         """Serve until cancelled, then close the ingest."""
-        if self._runner is None:
+        if not self.site.running:
             await self.start(book)
         try:
             await asyncio.Event().wait()
@@ -160,9 +149,7 @@ class PushFeed:
 
     async def stop(self) -> None:
         """Stop listening and close the ingest's connections."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.site.stop()
 
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` reports for this feed."""

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..control import OPS, Control, ControlError
-from .aio import SHUTDOWN_TIMEOUT_S, bearer_matches, listen
+from .aio import SHUTDOWN_TIMEOUT_S, Site, bearer_matches, netloc
 
 log = logging.getLogger("tickerd.control")
 
@@ -54,21 +54,17 @@ class ControlHTTPServer:
         self.control = control
         self.settings = settings
         self._token = settings.control_token.encode()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self.site = Site()
 
     @property
     def port(self) -> int:
         """The port listened on (useful when started on port 0)."""
-        assert self._port is not None, "not started"
-        return self._port
+        return self.site.port
 
     @property
     def url(self) -> str:
         """``http://host:port`` of the control plane."""
-        host = self.settings.control_host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"http://{netloc(self.settings.control_host, self.port)}"
 
     async def start(self) -> None:
         """Listen on ``settings.control_host:settings.control_port``."""
@@ -80,14 +76,11 @@ class ControlHTTPServer:
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
-        self._port = await listen(runner, self.settings.control_host, self.settings.control_port)
-        self._runner = runner
+        await self.site.listen(runner, self.settings.control_host, self.settings.control_port)
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.site.stop()
 
     # -- middleware: the token first, then errors as JSON ---------------------------------
 

@@ -10,7 +10,7 @@ headers and body are written as they are. There is no router, middleware or acce
 Bounds: aiohttp refuses request lines and header fields over 8190 bytes; no request body is
 ever read (``client_max_size`` is 1 KiB should anything try); a body left unread closes the
 connection instead of being drained (``lingering_time`` 0); idle keep-alive connections are
-closed after ``KEEPALIVE_TIMEOUT_S``.
+closed after ``aio.KEEPALIVE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from aiohttp import web
 from ..clock import Clock
 from ..config import Settings
 from ..rest import RestApi, RestReply
-from .aio import SHUTDOWN_TIMEOUT_S, bounded_requests, listen
+from .aio import Site
 from .ws import client_ip
 
 log = logging.getLogger("tickerd.server")
 
 CLIENT_MAX_SIZE = 1024
-KEEPALIVE_TIMEOUT_S = 75.0
 
 
 class HTTPServer:
@@ -42,33 +41,26 @@ class HTTPServer:
         # What answers a request: the API itself, or the control plane's fault wrapper
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
-        self._runner: web.ServerRunner | None = None
-        self._port: int | None = None
+        self.site = Site()
 
     @property
     def port(self) -> int:
         """The port listened on (useful when started on port 0)."""
-        assert self._port is not None, "not started"
-        return self._port
+        return self.site.port
 
     async def start(self) -> None:
         """Listen on ``settings.host:settings.rest_port``."""
-        server = web.Server(
+        await self.site.serve(
             self._handle,
-            request_factory=bounded_requests(CLIENT_MAX_SIZE),
-            access_log=None,
-            lingering_time=0.0,
-            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            self.settings.host,
+            self.settings.rest_port,
+            max_body_bytes=CLIENT_MAX_SIZE,
+            backlog=1024,
         )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        self._port = await listen(runner, self.settings.host, self.settings.rest_port, backlog=1024)
-        self._runner = runner
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.site.stop()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         url = request.rel_url
