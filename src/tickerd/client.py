@@ -57,6 +57,7 @@ from picows import (
     ws_connect,
 )
 
+from .backoff import jittered_backoff
 from .clock import Clock, SystemClock
 from .errors import (
     BinanceError,
@@ -542,8 +543,7 @@ class Client:
 
     def _backoff(self, attempt: int) -> float:
         """Seconds before attempt ``attempt`` (1, 2, ...): half fixed, half seeded jitter."""
-        cap = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
-        return cap / 2 + self._rng.random() * cap / 2
+        return jittered_backoff(attempt - 1, self.backoff_base, self.backoff_max, self._rng)
 
     async def _open(self) -> _Link:
         try:

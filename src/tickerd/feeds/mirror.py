@@ -61,6 +61,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..backoff import jittered_backoff
 from ..book import PriceBook, TickRejected
 from ..errors import TickerdError
 from ..symbols import SymbolUniverse
@@ -531,8 +532,7 @@ class MirrorFeed:
 
     def _delay(self, failures: int, retry_after_s: int | None) -> float:
         """Exponential backoff with jitter (half to all of the step), at least Retry-After."""
-        step = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(failures, 30))
-        delay = step * (0.5 + 0.5 * self.rng.random())
+        delay = jittered_backoff(failures, self.backoff_initial_s, self.backoff_max_s, self.rng)
         return max(delay, float(retry_after_s or 0))
 
     def _backoff(self, shard: _Shard, retry_after_s: int | None = None) -> float:
