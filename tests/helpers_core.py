@@ -25,6 +25,15 @@ SEED_ID = "9d32157c-a556-4d27-9866-66760a174b57"
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+# Binance's futures -1003 texts, as templates (BINANCE.md §3).
+RATE_LIMITED = (
+    "Too many requests; current limit of IP({ip}) is {limit} requests per minute. "
+    "Please use the websocket for live updates to avoid polling the API."
+)
+BANNED = (
+    "Way too many requests; IP({ip}) banned until {until}. "
+    "Please use the websocket for live updates to avoid bans."
+)
 ID_RE = re.compile(r"[a-zA-Z0-9\-_]{1,36}")
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from helpers_core import BANNED, RATE_LIMITED
 from tickerd import ManualClock, PriceBook, Protocol, RateLimiter, Session, SymbolUniverse
 from tickerd.rest import USED_WEIGHT_HEADER, RestApi, RestReply
 from tickerd.weights import BAN_GRACE_REQUESTS, BAN_STEPS_MS
@@ -41,14 +42,6 @@ JSON = ("Content-Type", "application/json")
 BAD_SYMBOL = b'{"code":-1121,"msg":"Invalid symbol."}'
 EMPTY_SYMBOL = b'{"code":-1105,"msg":"Parameter \'symbol\' was empty."}'
 DUPLICATE = b'{"code":-1101,"msg":"Duplicate values for a parameter detected."}'
-RATE_LIMITED = (
-    "Too many requests; current limit of IP({ip}) is {limit} requests per minute. "
-    "Please use the websocket for live updates to avoid polling the API."
-)
-BANNED = (
-    "Way too many requests; IP({ip}) banned until {until}. "
-    "Please use the websocket for live updates to avoid bans."
-)
 TICKERS = ("/fapi/v1/ticker/price", "/fapi/v2/ticker/price")
 
 _EXCHANGE_INFO = json.loads(

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from helpers_core import BANNED, RATE_LIMITED
+
 pytestmark = pytest.mark.timeout(30)
 
 OP_TEXT, OP_CLOSE = 0x1, 0x8
@@ -40,14 +42,6 @@ NOT_TRADING = sorted(name for name, s in SYMBOLS.items() if s["status"] != "TRAD
 
 RESULT_RE = re.compile(rb'\{"symbol":"([A-Z0-9_]+)","price":"([0-9.]+)","time":(\d+)\}')
 INVALID_JSON = b'{"id":null,"status":400,"error":{"code":-1000,"msg":"Invalid JSON request."}}'
-RATE_LIMITED = (
-    "Too many requests; current limit of IP({ip}) is {limit} requests per minute. "
-    "Please use the websocket for live updates to avoid polling the API."
-)
-BANNED = (
-    "Way too many requests; IP({ip}) banned until {until}. "
-    "Please use the websocket for live updates to avoid bans."
-)
 
 
 def rate_limits(count: int, limit: int = 2400) -> bytes:
