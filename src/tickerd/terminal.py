@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -211,13 +212,14 @@ async def _watch(args: argparse.Namespace, out: TextIO) -> int:
     screen = Screen(out)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
+    # Signal handlers can only be set from the main thread (tests call main() elsewhere).
+    handled = (
+        [signal.SIGINT, signal.SIGTERM]
+        if threading.current_thread() is threading.main_thread()
+        else []
+    )
+    for sig in handled:
+        loop.add_signal_handler(sig, stop.set)
     failures = 0
     try:
         async with _client(args, connect_attempts=5) as client:
