@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from .errors import TickerdError
 from .models import Tick
 from .symbols import SymbolUniverse, format_price, on_tick_grid
+from .ticktime import tick_time_problem
 
 Listener = Callable[[Sequence[Tick]], None]
 
@@ -99,11 +100,14 @@ class PriceBook:
 
         return unsubscribe
 
-    def make_tick(self, symbol: str, price: str | Decimal, time_ms: int) -> Tick:
+    def make_tick(
+        self, symbol: str, price: str | Decimal, time_ms: int, now_ms: int | None = None
+    ) -> Tick:
         """Validate a tick against the universe and print its price canonically.
 
         Raises :class:`TickRejected` for an unknown symbol, a price that is not a positive
-        decimal on the symbol's tick grid, or a time that is not a non-negative integer.
+        decimal on the symbol's tick grid, or a time that :func:`tick_time_problem` refuses
+        (not a non-negative int64; with ``now_ms``, further ahead of it than the skew).
         """
         info = self.universe.get(symbol) if isinstance(symbol, str) else None
         if info is None:
@@ -116,8 +120,9 @@ class PriceBook:
             raise TickRejected(f"price {price!r} is not a decimal number") from None
         if not on_tick_grid(info, value):
             raise TickRejected(f"price {price} is not a positive multiple of {info.tick_size}")
-        if isinstance(time_ms, bool) or not isinstance(time_ms, int) or time_ms < 0:
-            raise TickRejected(f"time {time_ms!r} is not a non-negative integer of ms")
+        problem = tick_time_problem(time_ms, now_ms)
+        if problem is not None:
+            raise TickRejected(problem)
         return Tick(symbol, format_price(info, value), time_ms)
 
     # -- reading -------------------------------------------------------------------------
