@@ -31,7 +31,7 @@ from test_control import (
     too_many,
 )
 from tickerd.control import ControlClient, ControlError
-from tickerd.scenario import ScenarioError, load_scenario, parse_scenario
+from tickerd.control.scenario import ScenarioError, load_scenario, parse_scenario
 from tickerd.transport.faults import LatencyFault, Target
 
 pytestmark = pytest.mark.timeout(90)
