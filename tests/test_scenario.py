@@ -196,7 +196,7 @@ EXPECTED = [
     (OP_TEXT, ok(5, 8, price="97001.20", time_ms=T1)),
     (OP_TEXT, bad_symbol(6, 9)),
     (OP_TEXT, ok(7, 10, price="97001.20", time_ms=T1)),
-    (OP_TEXT, b'{"id":8,"status":200,"result":[%s]' % BTC_AT_T1 + rate_limits(12)),
+    (OP_TEXT, b'{"id":8,"status":200,"result":[%s]' % BTC_AT_T1 + rate_limits(12) + b"}"),
     (OP_TEXT, b'{"event":{"e":"serverShutdown","E":%d}}' % T1),
     (OP_CLOSE, b"\x03\xe9"),
 ]
