@@ -255,9 +255,9 @@ def test_every_endpoint_refuses_a_missing_or_wrong_token_and_changes_nothing(srv
     ]
     wait_gone(ctl)
     before = ctl.state()
-    for method, path, body in client_requests:
+    for method, path, payload in client_requests:
         for headers in BAD_AUTH:
-            status, answer = control_raw(srv, method, path, body, headers)
+            status, answer = control_raw(srv, method, path, payload, headers)
             assert status == 401, (method, path, headers, answer)
             assert answer == {"error": "missing or wrong control token"}
     assert ctl.state() == before
@@ -894,7 +894,10 @@ def test_reseed_walks_only_the_synthetic_feeds_own_symbols(server):
 
 
 def test_a_second_scenario_while_one_runs_is_409_unless_replace(srv, ctl):
-    first = {"name": "first", "steps": [{"at_ms": 60_000, "op": "limit.weight", "args": {"limit": 3}}]}
+    first = {
+        "name": "first",
+        "steps": [{"at_ms": 60_000, "op": "limit.weight", "args": {"limit": 3}}],
+    }
     second = {"name": "second", "steps": [{"at_ms": 0, "op": "limit.weight", "args": {"limit": 9}}]}
     assert ctl.run_scenario(first)["name"] == "first"
     with pytest.raises(ControlError) as busy:

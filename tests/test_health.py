@@ -154,7 +154,9 @@ def test_a_replay_stopped_on_a_bad_row_is_503(tmp_path: Path) -> None:
         for status, doc in await healthz(service):
             assert status == 503
             replay = doc["feeds"]["replay"]
-            assert replay["state"] == "failed" and replay["error"].endswith(".csv:4: price 'not-a-price' is not a decimal number")
+            assert replay["state"] == "failed" and replay["error"].endswith(
+                ".csv:4: price 'not-a-price' is not a decimal number"
+            )
         # The prices before the bad row are still served, but the server says it is broken.
         tick = service.book.get("BTCUSDT")
         assert tick is not None and tick.price == "42000.20"

@@ -167,13 +167,15 @@ class Service:
 
     async def _start(self) -> None:
         s = self.settings
+        # What runs, logged once every port is open (a failed start logs only its error).
+        summary: list[str] = []
         if self.store is not None:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
             restored = await self.store.restore(self.book)
             self.store.attach(self.book)
-            log.info("tickerd store: %s (%d prices restored)", self.store.path, restored)
+            summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         for feed in self.registry:
             feed.prime(self.book)
         for feed in self.registry:
@@ -183,7 +185,7 @@ class Service:
             await feed.start(self.book)
         for feed in self.registry:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
-            log.info("tickerd feed %s: %s", feed.name, self._describe(feed))
+            summary.append(f"tickerd feed {feed.name}: {self._describe(feed)}")
         self.ws = WSServer(self.protocol, self.clock, s, health=self.health_report)
         await self.ws.start()
         if s.rest_port >= 0:
@@ -204,6 +206,8 @@ class Service:
             log.info("tickerd control ready: %s", control_http.url)
         # A --scenario file starts now: its 0 ms steps apply before clients are told "ready".
         self.control.start()
+        for line in summary:
+            log.info("%s", line)
         served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
         log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
 

@@ -36,7 +36,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .app import Service
-    from .clock import ManualClock
+    from .clock import ControlledClock
 
 __all__ = ["TickerdServer", "tickerd_server"]
 
@@ -74,7 +74,9 @@ class TickerdServer:
         self.rest = rest
         self.overrides = settings
         self.service: Service | None = None
-        self.clock: ManualClock | None = None
+        # The server's clock as clients see it (what the control plane's clock operations
+        # move), over a manual base clock: pass it to a client as its clock.
+        self.clock: ControlledClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -87,9 +89,6 @@ class TickerdServer:
         """Start the server; return once it listens (or raise why it could not)."""
         if self._thread is not None:
             raise RuntimeError("already started")
-        from .clock import ManualClock
-
-        self.clock = ManualClock(self.start_ms)
         self._thread = threading.Thread(target=self._run, name="tickerd-test-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -143,9 +142,15 @@ class TickerdServer:
         settings = Settings(**fields)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        assert self.clock is not None
-        service = Service(settings, clock=self.clock, feeds=[] if self.prices == "none" else None)
+        from .clock import ManualClock
+
+        service = Service(
+            settings,
+            clock=ManualClock(self.start_ms),
+            feeds=[] if self.prices == "none" else None,
+        )
         self.service = service
+        self.clock = service.controlled_clock
         await service.start()  # stops what it started if it fails
         try:
             self._ready.set()
