@@ -97,9 +97,7 @@ def imports(importer: str, *, runtime_only: bool = True) -> Iterator[tuple[str, 
 
 
 def graph() -> dict[str, set[str]]:
-    return {
-        name: {target for target, _ in imports(name) if target != name} for name in MODULES
-    }
+    return {name: {target for target, _ in imports(name) if target != name} for name in MODULES}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
