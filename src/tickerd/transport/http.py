@@ -86,7 +86,8 @@ class HTTPServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         url = request.rel_url
-        if self.health is not None and url.raw_path == HEALTH_PATH:
+        path = url.raw_path
+        if path == HEALTH_PATH and self.health is not None:
             status, doc = self.health()
             return web.Response(
                 status=status, body=orjson.dumps(doc), content_type="application/json"
@@ -95,7 +96,7 @@ class HTTPServer:
         peer = transport.get_extra_info("peername") if transport is not None else None
         reply = self.handle(
             request.method,
-            url.raw_path,
+            path,
             url.raw_query_string,
             client_ip(peer),
             self.clock.now_ms(),
