@@ -731,6 +731,7 @@ def test_ops_lists_every_operation(srv, ctl):
     assert status == 200 and set(ops) == set(OPS)
     assert ops["fault.http429"]["path"] == "/control/fault/http429"
     assert ops["fault.http429"]["args"]["count"] == {"type": "int", "required": False}
+    assert ctl.ops() == ops
 
 
 # -- in process: the bound on delayed replies ------------------------------------------------

@@ -284,15 +284,16 @@ class TickerdServer:
         self, code: int = 1000, *, reason: str | None = None, ip: str | None = None,
         conn: int | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Close connections with ``code`` (1000, 1001, 1008, 1011)."""
+        """Close connections with ``code`` (1000, 1001, 1008, 1011); raises
+        :class:`~tickerd.control.ControlError` (409) when none is open."""
         return self.control("conn.close", **_given(code=code, reason=reason, ip=ip, conn=conn))
 
     def drop_connections(self, *, ip: str | None = None, conn: int | None = None) -> dict[str, Any]:
-        """Drop connections' TCP without a close frame."""
+        """Drop connections' TCP without a close frame (409 when none is open)."""
         return self.control("conn.drop", **_given(ip=ip, conn=conn))
 
     def server_shutdown(self, *, ip: str | None = None, conn: int | None = None) -> dict[str, Any]:
-        """Send Binance's ``serverShutdown`` event."""
+        """Send Binance's ``serverShutdown`` event (409 when no connection is open)."""
         return self.control("event.shutdown", **_given(ip=ip, conn=conn))
 
     def set_weight_limit(self, limit: int) -> dict[str, Any]:
@@ -300,7 +301,7 @@ class TickerdServer:
         return self.control("limit.weight", limit=limit)
 
     def set_symbol_status(self, symbol: str, status: str) -> dict[str, Any]:
-        """Set a contract's status (anything but TRADING answers -1121)."""
+        """Set a contract's status, one of Binance's (anything but TRADING answers -1121)."""
         return self.control("symbol.status", symbol=symbol, status=status)
 
     def run_scenario(
