@@ -271,3 +271,48 @@ def test_the_worst_feed_decides_and_an_unknown_state_is_degraded() -> None:
     assert doc["problems"] == ["feed b is stale", "feed c reports no known state (None)"]
     feeds.append(FeedHealth("d", {"state": "failed"}, True))
     assert assess(feeds, symbols=3, connections=1)[0] == 503
+
+
+def test_a_mirror_up_then_cut_off_then_back() -> None:
+    """Connected and priced: ok; upstream connection cut (prices kept): degraded; back:
+    ok again — against a local fake of Binance's REST and market streams."""
+    import random
+
+    from fake_binance import FakeBinance
+    from tickerd.symbols import SymbolUniverse
+
+    async def main() -> None:
+        fake = FakeBinance()
+        await fake.start()
+        fake.set_price("BTCUSDT", "97000.1", 1_700_000_000_000)
+        fake.set_price("ETHUSDT", "3150.5", 1_700_000_000_000)
+        feed = MirrorFeed(
+            SymbolUniverse.default(),
+            rest_url=fake.rest_url,
+            stream_url=fake.stream_url,
+            symbols={"BTCUSDT", "ETHUSDT"},
+            backoff_initial_s=4.0,  # down for 2 to 4 s: time enough to read it
+            backoff_max_s=4.0,
+            connect_timeout_s=2.0,
+            close_timeout_s=1.0,
+            rng=random.Random(7),
+        )
+        service = Service(Settings(**SERVE), feeds=[feed])
+        await service.start()
+        try:
+            await eventually(lambda: len(fake.open_conns()) == 1)
+            await eventually(lambda: service.health()["status"] == "ok")
+            for status, doc in await healthz(service):
+                assert status == 200 and doc["feeds"]["mirror"]["state"] == "up"
+            [conn] = fake.open_conns()
+            await fake.drop(conn, close_frame=False)
+            await eventually(lambda: service.health()["feeds"]["mirror"]["state"] == "down")
+            for status, doc in await healthz(service):
+                assert (status, doc["status"]) == (200, "degraded")
+                assert doc["problems"] == ["feed mirror is down"]
+            await eventually(lambda: service.health()["status"] == "ok")
+        finally:
+            await service.stop()
+            await fake.stop()
+
+    asyncio.run(main())
