@@ -332,12 +332,12 @@ class WSServer:
         clock: Clock,
         settings: Settings,
         *,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[], tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
         self.protocol = protocol
         self.clock = clock
         self.settings = settings
-        self.health = health or (lambda: {"status": "ok"})
+        self.health = health or (lambda: (200, {"status": "ok"}))
         self.connections: set[Connection] = set()
         self.attempts = AttemptCounter(settings.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
@@ -409,9 +409,13 @@ class WSServer:
     def _route(self, request: WSUpgradeRequest, ip: str) -> Any:
         path, _, query = request.path.decode("latin-1").partition("?")
         if path == "/healthz":
-            body = orjson.dumps(self.health())
-            ok = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
-            return WSUpgradeResponseWithListener(ok, None)
+            status, doc = self.health()
+            body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
+            if status == 200:
+                answer = WSUpgradeResponse.create_ok_response(body, headers)
+            else:
+                answer = WSUpgradeResponse.create_error_response(status, body, headers)
+            return WSUpgradeResponseWithListener(answer, None)
         if path != self.settings.path:
             return None  # 404
         _accept_connection_token_list(request)
