@@ -21,7 +21,7 @@ from .symbols import SymbolUniverse
 from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
-from .transport.ws import WSServer
+from .transport.ws import WSOptions, WSServer
 
 log = logging.getLogger("tickerd.server")
 
@@ -122,7 +122,7 @@ class Service:
                 await start(self.book)
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
-        self.ws = WSServer(self.protocol, self.clock, self.settings, health=self.health)
+        self.ws = WSServer(self.protocol, self.clock, ws_options(self.settings), health=self.health)
         await self.ws.start()
         if self.settings.rest_port >= 0:
             self.http = HTTPServer(self.rest, self.clock, self.settings)
@@ -186,3 +186,22 @@ class Service:
         finally:
             log.info("tickerd stopping")
             await self.stop()
+
+
+def ws_options(settings: Settings) -> WSOptions:
+    """The WebSocket API server's options, from the settings."""
+    s = settings
+    return WSOptions(
+        host=s.host,
+        port=s.port,
+        path=s.path,
+        max_connections=s.max_connections,
+        max_message_bytes=s.max_message_bytes,
+        max_send_buffer_bytes=s.max_send_buffer_bytes,
+        ping_interval=s.ping_interval,
+        pong_timeout=s.pong_timeout,
+        max_lifetime=s.max_lifetime,
+        handshake_timeout=s.handshake_timeout,
+        close_timeout=s.close_timeout,
+        connect_limit=s.connect_limit,
+    )
