@@ -186,29 +186,35 @@ class Connection(WSListener):
             # picows closed the connection itself (a malformed frame after this batch):
             # nothing may follow a close frame.
             c.discard_output()
-        else:
-            transport = ws.underlying_transport
-            if c.parts:
-                parts = c.parts
-                if c.out:
-                    parts.append(bytes(c.out))
-                    c.out.clear()
-                transport.writelines(parts)
-                c.parts = []
-            elif c.out:
-                transport.write(c.out)
-                c.out = bytearray()
-            elif c.close_frame is None and c.end is End.NONE:
-                return
+            if not c.plain:
+                self._end(ws, c)
+            return
+        transport = ws.underlying_transport
+        if c.parts:
+            parts = c.parts
+            if c.out:
+                parts.append(bytes(c.out))
+                c.out.clear()
+            transport.writelines(parts)
+            c.parts = []
+        elif c.out:
+            transport.write(c.out)
+            c.out = bytearray()
+        elif c.plain:
+            return
+        if not c.plain:  # closing, or inside a fragmented message
             if c.close_frame is not None:
                 code, reason = c.close_frame
                 c.close_frame = None
                 ws.send_close(WSCloseCode(code), reason)
-            if transport.get_write_buffer_size() > self.server.options.max_send_buffer_bytes:
-                log.warning("cutting off %s: it is not reading its replies", self.session.client)
-                self.server.slow_readers_cut += 1
-                ws.disconnect(graceful=False)
-                return
+            self._end(ws, c)
+        if transport.get_write_buffer_size() > self.server.options.max_send_buffer_bytes:
+            log.warning("cutting off %s: it is not reading its replies", self.session.client)
+            self.server.slow_readers_cut += 1
+            ws.disconnect(graceful=False)
+
+    @staticmethod
+    def _end(ws: WSTransport, c: WSConnection) -> None:
         end = c.end
         if end is not End.NONE:
             c.end = End.NONE
