@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+import helpers_core
 from helpers_core import BANNED, RATE_LIMITED
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,10 +47,7 @@ INVALID_JSON = b'{"id":null,"status":400,"error":{"code":-1000,"msg":"Invalid JS
 
 def rate_limits(count: int, limit: int = 2400) -> bytes:
     """The ``rateLimits`` tail of a reply, closing brace included."""
-    return (
-        b',"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
-        b'"intervalNum":1,"limit":%d,"count":%d}]}' % (limit, count)
-    )
+    return helpers_core.rate_limits(count, limit) + b"}"
 
 
 def request(rid: str, symbol: str | None = None, **params: object) -> str:
