@@ -558,3 +558,34 @@ def test_large_reply_parts_by_reference():
     assert parts[1] is big
     [frame] = peer.received()
     assert frame.payload == b'{"id":1,"result":' + big + rate_limits(1) + b"}"
+
+
+# -- layering --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("wsconn.py", ("asyncio", "socket", "time", "picows", "config")),
+        ("frames.py", ("asyncio", "socket", "time", "picows", "config")),
+        ("faults.py", ("asyncio", "socket", "time", "picows", "config")),
+        ("transport/ws.py", ("picows", "config")),
+        ("transport/faults.py", ("picows", "config")),
+    ],
+)
+def test_module_imports_stay_in_their_layer(module: str, forbidden: tuple[str, ...]) -> None:
+    """The connection and the fault model are sans I/O; the server and the injector take
+    options, not settings, and reach picows through the adapter only."""
+    import ast
+    from pathlib import Path
+
+    import tickerd
+
+    tree = ast.parse((Path(tickerd.__file__).parent / module).read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[-1] if node.level else node.module.split(".")[0])
+    assert not names & set(forbidden), names & set(forbidden)
