@@ -107,6 +107,29 @@ class Settings:
         default=None, metadata={"help": "JSON scenario file of timed control steps to run"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    # -- scale-out: workers, the Redis cluster, load balancers (docs/CLUSTER.md)
+    workers: str = field(
+        default="1",
+        metadata={"help": "worker processes sharing the ports (N, or auto: one per core)"},
+    )
+    redis: str | None = field(
+        default=None,
+        metadata={"help": "Redis URL: cluster mode (one budget, book and feed owner for all)"},
+    )
+    redis_prefix: str = field(
+        default="tickerd:", metadata={"help": "prefix of every Redis key and channel"}
+    )
+    feed_lease_ms: int = field(
+        default=3000,
+        metadata={"help": "feed lease TTL: another node takes the feeds over within 4/3 of it"},
+    )
+    trusted_proxy: str | None = field(
+        default=None,
+        metadata={
+            "help": "CIDRs of load balancers whose X-Forwarded-For, Forwarded and PROXY "
+            "protocol are believed, comma-separated"
+        },
+    )
 
 
 def setting_names() -> list[str]:
