@@ -92,13 +92,12 @@ class ProxyGate(asyncio.Protocol):
         self.inner = inner
         self.resolver = resolver
         self.timeout = timeout
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None
         self.peer: Any = None
         self.buffer = b""
         self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: Any) -> None:  # uvloop's are not asyncio classes
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         if not self.resolver.proxies.trusts(peer_ip(self.peer)):
