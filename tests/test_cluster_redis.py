@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from cluster_procs import Node, RedisServer, needs_redis, node, redis_server, sources_for, wait_for
 
 pytestmark = [needs_redis, pytest.mark.timeout(120)]

@@ -17,10 +17,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from cluster_procs import node, sources_for, wait_for
 from tickerd.cluster.reuseport import bind_group, pin_index
 from tickerd.cluster.supervisor import worker_count
-
-from cluster_procs import node, sources_for, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 PRICE = "/fapi/v1/ticker/price?symbol=BTCUSDT"
