@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import Any
 
 import pytest
@@ -162,12 +163,8 @@ def test_the_feed_owner_dies_and_another_node_takes_the_feeds_over() -> None:
         pids = [dead.health(s)["worker"]["pid"] for s in c.sources]
         dead.proc.kill()  # the machine goes: supervisor and workers at once
         for pid in pids:
-            try:
-                import os
-
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         dead.proc.wait(5)
         took = wait_for(
             lambda: any(
