@@ -87,13 +87,9 @@ class BookBus:
         for i in range(0, len(ticks), MAX_BATCH):
             chunk = ticks[i : i + MAX_BATCH]
             payload = orjson.dumps([[t.symbol, t.price, t.time_ms] for t in chunk])
-            pairs: list[Any] = []
-            for t in chunk:
-                pairs += (t.symbol, f"{t.price} {t.time_ms}")
             try:
                 seq = await self._publish(
-                    keys=[k.snapshot, k.seq],
-                    args=[k.book_channel, self.member, payload, *pairs],
+                    keys=[k.snapshot, k.seq], args=[k.book_channel, self.member, payload]
                 )
             except FAILURES as exc:
                 log.warning("cluster: publishing %d ticks failed: %s", len(chunk), exc)

@@ -86,11 +86,18 @@ redis.call('PEXPIRE', key, window * 2)
 return used
 """
 
-#: Publish a batch of ticks. KEYS: snapshot, seq. ARGV: channel, origin, payload, then
-#: symbol/value pairs. Snapshot, sequence number and message change in one call.
+#: Publish a batch of ticks. KEYS: snapshot, seq. ARGV: channel, origin, payload (a JSON
+#: array of [symbol, price, time_ms]). Snapshot, sequence number and message change in one
+#: call; the payload is decoded here so the caller sends three arguments, not 2 per tick.
 PUBLISH = """
+local rows = cjson.decode(ARGV[3])
+local fields = {}
+for i, r in ipairs(rows) do
+  fields[2 * i - 1] = r[1]
+  fields[2 * i] = r[2] .. ' ' .. string.format('%.0f', r[3])
+end
 local seq = redis.call('INCR', KEYS[2])
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 redis.call('PUBLISH', ARGV[1], seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
 return seq
 """
