@@ -41,6 +41,12 @@ def _args(r: RedisServer, *extra: str) -> list[str]:
 
 
 def control(n: Node, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    status, doc = control_status(n, op, args)
+    assert status == 200, doc
+    return doc
+
+
+def control_status(n: Node, op: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     m = re.search(r"tickerd control ready: http://127\.0\.0\.1:(\d+)", n.text())
     assert m, n.text()
     conn = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=5)
@@ -52,10 +58,8 @@ def control(n: Node, op: str, args: dict[str, Any]) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         r = conn.getresponse()
-        body = r.read()
-        assert r.status == 200, body
-        doc: dict[str, Any] = json.loads(body)
-        return doc
+        doc: dict[str, Any] = json.loads(r.read())
+        return r.status, doc
     finally:
         conn.close()
 
@@ -150,6 +154,23 @@ def test_a_price_set_on_one_node_is_served_by_every_worker() -> None:
             SPREAD_S,
             "the limit everywhere",
         )
+        # The clock, set through one node, is served by all; faults stay where they were armed.
+        control(c.nodes[1], "clock.freeze", {"at_ms": 1_800_000_000_000})
+        wait_for(
+            lambda: all(
+                json.loads(n.get("/fapi/v1/time", s)[2])["serverTime"] == 1_800_000_000_000
+                for n, s in c.endpoints()
+            ),
+            SPREAD_S,
+            "the clock everywhere",
+        )
+        control(c.nodes[0], "fault.http429", {"count": 1})
+        assert c.nodes[1].get(PRICE, c.sources[0])[0] == 200
+        assert c.nodes[0].get(PRICE, c.sources[0])[0] == 429
+        # Feed operations act where the feeds run: elsewhere there is no feed (409).
+        for n in c.nodes:  # the control plane is worker 0's
+            here = n.health(c.sources[0])["feeds"]["cluster"]["feeds"] == "here"
+            assert control_status(n, "market.reseed", {"seed": 7})[0] == (200 if here else 409)
 
 
 def test_the_feed_owner_dies_and_another_node_takes_the_feeds_over() -> None:

@@ -31,6 +31,7 @@ import orjson
 from ..book import PriceBook
 from ..clock import Clock
 from ..errors import TickerdError
+from ..feeds import FeedRegistry
 from ..feeds.state import FeedState
 from ..health import FeedHealth
 from .book_bus import BookBus
@@ -94,6 +95,7 @@ class ClusterNode:
         self._start_feeds: Callable[[], Awaitable[None]] | None = None
         self._stop_feeds: Callable[[], Awaitable[None]] | None = None
         self._remote_op = False
+        self._registry: FeedRegistry | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self.client: Any = None
@@ -106,9 +108,14 @@ class ClusterNode:
         start_feeds: Callable[[], Awaitable[None]],
         stop_feeds: Callable[[], Awaitable[None]],
     ) -> None:
-        """Hand over the control plane (its shared operations get relayed) and the feeds."""
+        """Hand over the control plane (its shared operations get relayed) and the feeds.
+
+        Feed operations (``market.reseed``, ``replay.step``) find no feed (409) while
+        another member runs the feeds."""
         self.control = control
         control.relay = self.relay
+        self._registry = control.feeds
+        control.feeds = FeedRegistry([])
         self._start_feeds = start_feeds
         self._stop_feeds = stop_feeds
 
@@ -150,10 +157,14 @@ class ClusterNode:
         self.sync.close()
 
     async def _acquired(self) -> None:
+        if self.control is not None and self._registry is not None:
+            self.control.feeds = self._registry
         if self._start_feeds is not None:
             await self._start_feeds()
 
     async def _lost(self) -> None:
+        if self.control is not None:
+            self.control.feeds = FeedRegistry([])
         if self._stop_feeds is not None:
             await self._stop_feeds()
 
