@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 
@@ -109,3 +111,41 @@ def test_sigterm_drains_every_worker() -> None:
         assert n.proc.wait(20) == 0
         for pid in pids:
             wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"worker {pid}")
+
+
+def test_one_process_never_imports_redis() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from tickerd.app import Service\n"
+        "from tickerd.config import Settings\n"
+        "async def main():\n"
+        "    s = Service(Settings(port=0, rest_port=0, trusted_proxy='10.0.0.0/8'))\n"
+        "    await s.start()\n"
+        "    await s.stop()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'hiredis')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_workers_without_redis_refuse_the_control_plane_and_push() -> None:
+    for extra in (["--control-port", "0", "--control-token", "t"], ["--feed", "push"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tickerd", "serve", "--workers", "2", "--port", "0", *extra],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip() == (
+            "tickerd: --workers with the control plane or the push feed needs --redis "
+            "(the workers share prices and limits through it)"
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerd", "serve", "--workers", "zero"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "tickerd: --workers must be 1 to 1024 or auto, not 'zero'"

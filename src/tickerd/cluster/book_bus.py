@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -37,8 +37,16 @@ MAX_BATCH = 1000  # symbols per Lua call (Lua's unpack has a stack bound)
 class BookBus:
     """Publishes and applies ticks for one member (see the module)."""
 
-    def __init__(self, book: PriceBook, client: Any, keys: Keys, member: str) -> None:
+    def __init__(
+        self,
+        book: PriceBook,
+        client: Any,
+        keys: Keys,
+        member: str,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.book = book
+        self.on_failure = on_failure  # a publish failed: Redis is treated as unreachable
         self.client = client
         self.keys = keys
         self.member = member
@@ -92,7 +100,11 @@ class BookBus:
                     keys=[k.snapshot, k.seq], args=[k.book_channel, self.member, payload]
                 )
             except FAILURES as exc:
-                log.warning("cluster: publishing %d ticks failed: %s", len(chunk), exc)
+                if self.connected:  # once per outage: nothing is published until it ends
+                    log.warning("cluster: publishing %d ticks failed: %s", len(chunk), exc)
+                self.connected = False
+                if self.on_failure is not None:
+                    self.on_failure()
                 return
             self.published += len(chunk)
             if int(seq) == self.seq + 1:

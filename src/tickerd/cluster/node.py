@@ -130,7 +130,7 @@ class ClusterNode:
         """Connect (or start degraded), then run the probe and the feed lease."""
         o = self.options
         self.client = async_client(o.url, o.timeout)
-        self.bus = BookBus(self.book, self.client, self.keys, self.member)
+        self.bus = BookBus(self.book, self.client, self.keys, self.member, self._lost_redis)
         self.lease = FeedLease(
             self.client, self.keys, self.member, o.feed_lease_ms, self._acquired, self._lost
         )
@@ -172,7 +172,7 @@ class ClusterNode:
 
     async def _ping(self) -> bool:
         try:
-            await asyncio.wait_for(self.client.ping(), self.options.timeout * 2)
+            await asyncio.wait_for(self.client.ping(), self.options.timeout)
         except _FAILED:
             return False
         return True
@@ -187,6 +187,8 @@ class ClusterNode:
                 await self._connect()
 
     def _lost_redis(self) -> None:
+        if not self.up and self.limiter.down and self._reader is None:
+            return  # already degraded
         if self.up:
             log.warning("cluster: Redis unreachable; serving the last book with local limits")
         self.up = False
@@ -222,7 +224,7 @@ class ClusterNode:
             try:
                 await asyncio.wait_for(
                     pubsub.subscribe(k.book_channel, k.ban_channel, k.ops_channel),
-                    self.options.timeout * 2,
+                    self.options.timeout,
                 )
                 bus = self.bus
                 bus.connected = True
@@ -235,6 +237,7 @@ class ClusterNode:
             except _FAILED as exc:
                 log.warning("cluster: subscribing failed: %s", exc)
                 self._reader = None
+                self.bus.connected = False
                 return
             finally:
                 ready.set()

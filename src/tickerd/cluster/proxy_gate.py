@@ -32,11 +32,13 @@ def peer_ip(peer: Any) -> str:
 
 
 class ClientResolver:
-    """Client IPs behind trusted proxies; remembers PROXY sources per open TCP peer.
+    """Client IPs behind trusted proxies; remembers PROXY sources per TCP peer address.
 
-    At most ``max_entries`` PROXY sources are kept (oldest dropped first); an entry is
-    dropped when its connection's protocol is handed over and again looked up, or when the
-    connection ends.
+    A keep-alive connection asks for its client once per request, so an entry lives as long
+    as its connection may: it is replaced when a new connection from the same peer address
+    (the balancer's IP and port) brings a PROXY header, dropped if the gate sees the
+    connection end before its hand-over, and at most ``max_entries`` are kept (the
+    oldest dropped first).
     """
 
     def __init__(self, proxies: TrustedProxies, max_entries: int = 65_536) -> None:
