@@ -264,3 +264,57 @@ def test_redis_stopped_then_killed_and_restarted_mid_load() -> None:
         for n, s in c.endpoints():  # no worker crashed or was restarted
             assert n.health(s)["worker"]["pid"] == pids[(n.rest_port, s)]
             assert "died" not in n.text()
+
+
+def test_a_node_started_without_redis_is_unavailable_until_it_joins() -> None:
+    r = RedisServer()  # its port, nothing listening yet
+    try:
+        with node(_args(r, "--tick-rate", "5")) as n:
+            sources = [s[0] for s in sources_for(2)]
+            for source in sources:
+                # No book yet (the feeds run where the lease is held): 503 for balancers,
+                # -1121 for clients, and no crash.
+                wait_for(lambda s=source: _status(n, s) == 503, SPREAD_S * 2, "503 first")
+                doc = n.health(source)
+                assert doc["status"] == "unavailable"
+                assert doc["feeds"]["cluster"]["redis"] == "unreachable"
+                assert n.get(PRICE, source)[0] == 400
+            r.start()
+            wait_for(
+                lambda: all(n.health(s)["status"] == "ok" for s in sources),
+                SPREAD_S * 2,
+                "joined once Redis is there",
+            )
+            fresh = redis.Redis.from_url(r.url)
+            assert fresh.get("tickerd:feeds:owner") is not None  # ok needs a price: the feeds run
+            assert fresh.hlen("tickerd:book") > 50
+            assert all(n.get(PRICE, s)[0] == 200 for s in sources)
+    finally:
+        r.stop()
+
+
+def _status(n: Node, source: str) -> int:
+    try:
+        return n.get("/healthz", source)[0]
+    except OSError:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--redis", "nonsense"], "tickerd: --redis: Redis URL must specify one of the following"),
+        (["--redis", "redis://127.0.0.1:1/0", "--feed-lease-ms", "0"],
+         "tickerd: --feed-lease-ms must be 300 to 600000"),
+    ],
+)  # fmt: skip
+def test_bad_cluster_flags_are_one_line_and_exit_1(flags: list[str], line: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1", *flags],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith(line) and "\n" not in done.stderr.strip()

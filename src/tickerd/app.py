@@ -345,13 +345,18 @@ def _cluster_node(settings: Settings, book: PriceBook, clock: Clock) -> ClusterN
         raise TickerdError(
             f"--redis needs the cluster extra (pip install 'tickerd[cluster]'): {exc}"
         ) from None
+    if not 300 <= settings.feed_lease_ms <= 600_000:
+        raise TickerdError("--feed-lease-ms must be 300 to 600000")
     options = NodeOptions(
         settings.redis,
         settings.weight_limit,
         feed_lease_ms=settings.feed_lease_ms,
         prefix=settings.redis_prefix,
     )
-    return ClusterNode(options, book, clock)
+    try:
+        return ClusterNode(options, book, clock)
+    except ValueError as exc:  # redis-py's word on a malformed URL
+        raise TickerdError(f"--redis: {exc}") from None
 
 
 def _client_resolver(settings: Settings) -> ClientResolver | None:

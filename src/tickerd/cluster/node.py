@@ -319,7 +319,10 @@ class ClusterNode:
         """What ``/healthz`` weighs: this member's feeds if it runs them, and the cluster
         link (``down`` while Redis is unreachable: degraded, the last book served)."""
         status: dict[str, Any] = {
-            "state": FeedState.UP if self.up else FeedState.DOWN,
+            # Up with an empty book: the feeds have not reached it yet (503 until they do).
+            "state": (FeedState.UP if len(self.book) else FeedState.STARTING)
+            if self.up
+            else FeedState.DOWN,
             "member": self.member,
             "feeds": "here" if self.owner else "elsewhere",
             "redis": "up" if self.up else "unreachable",
