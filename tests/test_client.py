@@ -36,7 +36,7 @@ from tickerd import (
     RequestTimeout,
     SyncClient,
 )
-from tickerd.client import _Link
+from tickerd.client.link import Link
 from tickerd.testing import TickerdServer
 from tickerd.weights import BAN_GRACE_REQUESTS
 
@@ -245,13 +245,13 @@ class FakeSleep:
 
 def count_sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     sent: list[bytes] = []
-    original = _Link.send
+    original = Link.send
 
-    def spy(self: _Link, payload: bytes) -> None:
+    def spy(self: Link, payload: bytes) -> None:
         sent.append(payload)
         original(self, payload)
 
-    monkeypatch.setattr(_Link, "send", spy)
+    monkeypatch.setattr(Link, "send", spy)
     return sent
 
 

@@ -4,26 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from .config import ENV_PREFIX, Settings
 from .errors import TickerdError
-
-
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
+from .loop import run
 
 
 def _add_settings(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -82,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             service = Service(settings)
-            _run(service.serve_forever())
+            run(service.serve_forever())
         except (TickerdError, OSError) as exc:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1

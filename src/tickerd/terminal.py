@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from .client import DEFAULT_URL, Client, PriceTicker, _new_loop
+from .client import DEFAULT_URL, Client, PriceTicker
 from .errors import (
     BinanceError,
     ConnectionLost,
@@ -32,6 +32,7 @@ from .errors import (
     RequestTimeout,
     TickerdError,
 )
+from .loop import new_event_loop
 
 URL_ENV = "TICKERD_URL"
 MAX_FAILED_REFRESHES = 5  # watch gives up after this many refreshes in a row fail
@@ -74,7 +75,7 @@ def run_command(
     err = err or sys.stderr
     coro = _price(args, out) if args.command == "price" else _watch(args, out)
     try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(coro)
     except KeyboardInterrupt:  # a Ctrl-C that arrived before the handler was in place
         return 0
