@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .config import ENV_PREFIX, Settings
 from .errors import TickerdError
 from .loop import run
@@ -44,6 +45,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickerd", description="A self-hosted, Binance-compatible price service."
     )
+    parser.add_argument("--version", action="version", version=f"tickerd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the WebSocket API and REST servers")
     _add_settings(serve, env)

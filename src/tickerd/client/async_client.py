@@ -30,7 +30,6 @@ Binance before planned restarts) moves new requests to a fresh connection while 
 one finishes the requests it carries.
 """
 
-
 from __future__ import annotations
 
 import asyncio

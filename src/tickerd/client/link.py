@@ -51,6 +51,7 @@ class Link(WSListener):
         self.fragments: list[bytes] | None = None
         self.fragments_size = 0
         self.disconnected = asyncio.Event()
+
     @property
     def usable(self) -> bool:
         t = self.transport
