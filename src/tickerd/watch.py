@@ -217,35 +217,32 @@ class Screen:
         self._live: Live | None = None
 
     def __enter__(self) -> Self:
-        if self.tty:
-            console = Console(file=self.out, highlight=False)
-            live = Live(
-                self.frame,
-                console=console,
-                screen=True,
-                auto_refresh=False,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            )
-            live.__enter__()
-            self._live = live
         return self
 
     def __exit__(self, *exc: object) -> None:
         live = self._live
         if live is not None:
             self._live = None
-            live.__exit__(None, None, None)
+            live.stop()  # leaves the alternate screen, shows the cursor
 
     def draw(self) -> None:
-        """Show the current frame: redrawn in place (terminal), appended (anything else)."""
-        live = self._live
-        if live is not None:
-            try:
-                live.console.size = os.get_terminal_size(self.out.fileno())
-            except OSError:  # pragma: no cover - a terminal that cannot tell its size
-                pass
-            live.refresh()
+        """Show the current frame: redrawn in place (terminal; the first draw enters the
+        alternate screen), appended (anything else)."""
+        if self.tty:
+            live = self._live
+            if live is None:
+                console = Console(file=self.out, highlight=False)
+                live = Live(
+                    self.frame,
+                    console=console,
+                    screen=True,
+                    auto_refresh=False,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                live.start(refresh=False)
+                self._live = live
+            self.redraw()
         else:
             frame = self.frame
             lines = frame.view.lines(frame.url, frame.clock.now_ms())
@@ -255,6 +252,16 @@ class Screen:
             self.out.write(("\n" if self.drawn else "") + "".join(f"{line}\n" for line in lines))
             self.out.flush()
         self.drawn += 1
+
+    def redraw(self) -> None:
+        """Draw the frame again at the terminal's current size (on a resize)."""
+        live = self._live
+        if live is not None:
+            try:
+                live.console.size = os.get_terminal_size(self.out.fileno())
+            except OSError:  # pragma: no cover - a terminal that cannot tell its size
+                pass
+            live.refresh()
 
 
 def _iter_signals() -> Iterator[signal.Signals]:
@@ -280,7 +287,7 @@ async def watch(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         async with aiohttp.ClientSession(timeout=timeout) as http, client:
             with screen:
                 if screen.tty and handled:
-                    loop.add_signal_handler(signal.SIGWINCH, screen.draw)
+                    loop.add_signal_handler(signal.SIGWINCH, screen.redraw)
                     handled.append(signal.SIGWINCH)
                 while not stop.is_set():
                     fetched, _ = await asyncio.gather(
