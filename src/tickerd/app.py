@@ -13,6 +13,7 @@ from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
 from .control import Control
 from .feeds import Feed, build_feeds
+from .limit_log import LimitLog
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
@@ -50,7 +51,7 @@ class Service:
             )
         self.universe = universe
         self.book = PriceBook(universe)
-        self.limiter = RateLimiter(settings.weight_limit)
+        self.limiter = RateLimiter(settings.weight_limit, listener=LimitLog())
         self.protocol = Protocol(self.book, self.limiter)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
         self.rest = RestApi(self.book, self.limiter, universe)
