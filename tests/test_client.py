@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import socket
 import threading
@@ -263,8 +264,11 @@ def limited_server() -> Iterator[TickerdServer]:
 
 
 def test_retry_after_is_waited_out_on_the_manual_clock(
-    limited_server: TickerdServer, monkeypatch: pytest.MonkeyPatch
+    limited_server: TickerdServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="tickerd.client")
     srv = limited_server
     sleep = FakeSleep(srv)
     sent = count_sends(monkeypatch)
@@ -285,6 +289,12 @@ def test_retry_after_is_waited_out_on_the_manual_clock(
     assert after.symbol == "BTCUSDT"
     assert used == 1  # a fresh window
     assert len(sent) == 7  # nothing was sent while blocked
+    # The wait is logged with its end in UTC and epoch ms: the next minute of the server.
+    waits = [m for m in caplog.messages if m.startswith("waiting ")]
+    assert waits == [
+        "waiting 40000 ms for the rate limit, until 2023-11-14T22:14:00.000Z (1700000040000): "
+        + error.msg
+    ]
 
 
 def test_retry_after_beyond_max_wait_raises_without_sending(

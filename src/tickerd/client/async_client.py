@@ -47,6 +47,7 @@ from ..backoff import jittered_backoff
 from ..clock import Clock, SystemClock
 from ..errors import BinanceError, ConnectionLost, ProtocolError, RequestTimeout
 from ..models import PriceTicker
+from ..timestamps import utc_stamp, with_utc
 from .link import Link
 from .replies import Final, copy_error, refusal, result_of, retrieve, weight_entry
 
@@ -325,7 +326,12 @@ class Client:
                 return
             if wait_ms > self.max_wait * 1000:
                 raise copy_error(error)
-            log.info("waiting %d ms for the rate limit (%s)", wait_ms, error.msg)
+            log.info(
+                "waiting %d ms for the rate limit, until %s: %s",
+                wait_ms,
+                utc_stamp(self._blocked_until),
+                with_utc(error.msg),
+            )
             await self._sleep(wait_ms / 1000)
         error = self._blocked_error
         if error is not None:
