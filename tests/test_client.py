@@ -667,3 +667,20 @@ def test_a_server_that_never_finishes_the_handshake_is_bounded() -> None:
         listener.close()
     assert elapsed < 3
     assert "2 attempts" in str(error)
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/x", "ws://[::1/x", "http://127.0.0.1/x"])
+def test_a_url_that_cannot_work_fails_at_once_without_retrying(url: str) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def attempt() -> None:
+        async with Client(url, sleep=sleep, connect_attempts=5):
+            pass
+
+    with pytest.raises(ConnectionLost) as info:
+        run(attempt())
+    assert repr(url) in str(info.value)
+    assert sleeps == []  # no backoff: retrying cannot mend a URL

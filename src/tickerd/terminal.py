@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from .client import DEFAULT_URL, Client
 from .errors import BinanceError, ConnectionLost, ProtocolError, RequestTimeout, TickerdError
@@ -43,7 +44,7 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
         description="Print the latest price of each SYMBOL, or a table of every symbol.",
     )
     price.add_argument("symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)")
-    price.add_argument("--url", default=url, help=url_help)
+    price.add_argument("--url", type=_ws_url, default=url, help=url_help)
     price.add_argument("--timeout", type=_positive, default=10.0, help=timeout_help)
 
     watch_cmd = sub.add_parser(
@@ -55,10 +56,11 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
     watch_cmd.add_argument(
         "symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)"
     )
-    watch_cmd.add_argument("--url", default=url, help=url_help)
+    watch_cmd.add_argument("--url", type=_ws_url, default=url, help=url_help)
     rest = env.get(REST_URL_ENV) or None
     watch_cmd.add_argument(
         "--rest-url",
+        type=_http_url,
         default=rest,
         help=f"REST base URL whose /fapi/v1/time is the server's clock (env {REST_URL_ENV}; "
         f"default {rest or 'the WebSocket API host, port + 1 (tickerd) or Binance REST'})",
@@ -80,6 +82,26 @@ def _positive(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def _ws_url(text: str) -> str:
+    return _url(text, ("ws", "wss"))
+
+
+def _http_url(text: str) -> str:
+    return _url(text, ("http", "https"))
+
+
+def _url(text: str, schemes: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL starting with {wanted}")
+    return text
 
 
 def _count(text: str) -> int:

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any, Self, overload
 
 import orjson
-from picows import WSError, WSInvalidStatusError, ws_connect
+from picows import WSError, WSInvalidStatusError, WSInvalidURL, ws_connect
 
 from ..backoff import jittered_backoff
 from ..clock import Clock, SystemClock
@@ -400,6 +400,8 @@ class Client:
             if block is not None:
                 self._block(block)
             raise error from exc
+        except (WSInvalidURL, ValueError) as exc:  # retrying cannot mend the URL
+            raise Final(ConnectionLost(f"{self.url!r} is not a WebSocket URL: {exc}")) from exc
         except (OSError, WSError, TimeoutError) as exc:
             raise ConnectionLost(str(exc) or type(exc).__name__) from exc
         assert isinstance(listener, Link)
