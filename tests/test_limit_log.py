@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -102,7 +103,11 @@ def test_log_lines_are_bounded_per_minute(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_a_server_logs_who_was_refused_and_banned(server) -> None:  # type: ignore[no-untyped-def]
-    srv = server("--weight-limit", "10", "--rest-port", "-1", "--tick-rate", "0")
+    # A machine in another zone still logs UTC.
+    srv = server(
+        "--weight-limit", "10", "--rest-port", "-1", "--tick-rate", "0",
+        env={"TZ": "America/New_York"},
+    )  # fmt: skip
     request = json.dumps({"id": "1", "method": "ticker.price", "params": {"symbol": "BTCUSDT"}})
     statuses, banned_msg = [], ""
     with srv.connect() as ws:  # handshake: weight 5
@@ -123,6 +128,10 @@ def test_a_server_logs_who_was_refused_and_banned(server) -> None:  # type: igno
     # Each change is logged once, however many requests were refused.
     log = srv.log()
     assert log.count("over the weight limit") == 1 and log.count("banned (418)") == 1
+    stamp = re.match(r"([0-9-]{10}T[0-9:]{8}\.[0-9]{3})Z WARNING tickerd\.ratelimit: ", banned)
+    assert stamp, banned
+    logged = datetime.fromisoformat(stamp[1]).replace(tzinfo=UTC).timestamp()
+    assert abs(logged - int(m[1]) / 1000 + BAN_STEPS_MS[0] / 1000) < 3600  # UTC, not UTC-5
 
 
 @pytest.mark.tickerd(weight_limit=10)

@@ -14,6 +14,7 @@ from . import __version__
 from .config import ENV_PREFIX, Settings
 from .errors import TickerdError
 from .loop import run
+from .timestamps import UTCFormatter
 
 
 def _add_settings(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -65,10 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         settings = settings_from(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
         from .app import Service
 
         try:

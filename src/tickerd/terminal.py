@@ -42,16 +42,24 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
         "price",
         help="print the latest price of symbols, or of all",
         description="Print the latest price of each SYMBOL, or a table of every symbol.",
+        epilog="examples:\n  tickerd price BTCUSDT ETHUSDT\n"
+        "  tickerd price --url wss://ws-fapi.binance.com/ws-fapi/v1 BTCUSDT",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     price.add_argument("symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)")
     price.add_argument("--url", type=_ws_url, default=url, help=url_help)
-    price.add_argument("--timeout", type=_positive, default=10.0, help=timeout_help)
+    price.add_argument(
+        "--timeout", type=_positive, default=10.0, metavar="SECONDS", help=timeout_help
+    )
 
     watch_cmd = sub.add_parser(
         "watch",
         help="a live full-screen table of prices (Ctrl-C to stop)",
-        description="A live table: price, change since start and tick age by the server's "
-        "clock (read from GET /fapi/v1/time on the REST URL).",
+        description="A live full-screen table: price, change since start and tick age by\n"
+        "the server's clock (read from GET /fapi/v1/time on the REST URL).",
+        epilog="examples:\n  tickerd watch\n  tickerd watch BTCUSDT ETHUSDT --interval 0.5\n"
+        "  tickerd watch --url ws://10.0.0.5:9000/ws-fapi/v1 --rest-url http://10.0.0.5:9001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     watch_cmd.add_argument(
         "symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)"
@@ -62,16 +70,27 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
         "--rest-url",
         type=_http_url,
         default=rest,
+        metavar="URL",
         help=f"REST base URL whose /fapi/v1/time is the server's clock (env {REST_URL_ENV}; "
         f"default {rest or 'the WebSocket API host, port + 1 (tickerd) or Binance REST'})",
     )
     watch_cmd.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds between refreshes (default 1)"
+        "--interval",
+        type=_positive,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between refreshes (default 1)",
     )
     watch_cmd.add_argument(
-        "--count", type=_count, default=None, help="stop after N refreshes (default: never)"
+        "--count",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="stop after N refreshes (default: never)",
     )
-    watch_cmd.add_argument("--timeout", type=_positive, default=10.0, help=timeout_help)
+    watch_cmd.add_argument(
+        "--timeout", type=_positive, default=10.0, metavar="SECONDS", help=timeout_help
+    )
 
 
 def _positive(text: str) -> float:
