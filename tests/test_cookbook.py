@@ -317,7 +317,7 @@ def test_recipe_pytest(pytester: pytest.Pytester) -> None:
 
 #: Blocks this module does not run, and where they are run instead or why not.
 NOT_RUN_HERE = {
-    "install": "it is what made the environment this test suite runs in",
+    "install": "tests/test_fresh_install.py runs it in a copy of the repository",
     "benchmark-run": "a 4-minute measurement; tests/test_benchmarks.py runs its --quick form",
     "scenario-example": "loaded and run by tests/test_scenario.py",
 }
