@@ -68,21 +68,25 @@ def rest_url_for(ws_url: str) -> str:
 
 
 class ServedClock:
-    """The server's clock, read from ``GET /fapi/v1/time`` and carried forward between reads.
+    """The server's clock, read from ``GET /fapi/v1/time`` at every refresh.
 
-    Until a read succeeds it stands in with this machine's clock (``served`` is False).
+    A refresh is shown at the time the server said (the tick prices were fetched alongside);
+    when a read fails, the last reading is carried forward by the time since, and until one
+    succeeds this machine's clock stands in (``served`` is False).
     """
 
     def __init__(self, rest_url: str, timeout: float) -> None:
         self.url = rest_url.rstrip("/") + "/fapi/v1/time"
         self.timeout = timeout
         self.served = False
+        self.fresh = False  # the last read succeeded
         self.problem = ""
         self._server_ms = 0
         self._at = 0.0
 
     async def sync(self, http: aiohttp.ClientSession) -> None:
         """Read the server's time once; on failure keep the last reading and say why."""
+        self.fresh = False
         try:
             async with asyncio.timeout(self.timeout):
                 async with http.get(self.url) as response:
@@ -97,10 +101,13 @@ class ServedClock:
             self.problem = f"HTTP {response.status} without serverTime"
             return
         self._server_ms, self._at = server_ms, time.monotonic()
-        self.served, self.problem = True, ""
+        self.served, self.fresh, self.problem = True, True, ""
 
     def now_ms(self) -> int:
-        """The server's time now: the last reading moved on by the time since, or ours."""
+        """The time to show a refresh at: the reading just made, else the last one moved on
+        by the time since, else this machine's clock."""
+        if self.fresh:
+            return self._server_ms
         if not self.served:
             return time.time_ns() // 1_000_000
         return self._server_ms + int((time.monotonic() - self._at) * 1000)
@@ -115,6 +122,7 @@ class WatchTable:
         self.last: dict[str, PriceTicker] = {}
         self.refreshes = 0
         self.status = ""
+        self.now_ms = 0  # the served time of the last refresh
 
     def update(self, tickers: Sequence[PriceTicker]) -> None:
         """Take one refresh's tickers."""
@@ -165,7 +173,7 @@ class WatchView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         height = options.height or console.height
-        now_ms = self.clock.now_ms()
+        now_ms = self.view.now_ms
         yield _line(self.view.title(self.url, now_ms), "bold", width)
         notes = [n for n in (self.view.status, self.clock_note()) if n]
         rows = self.view.rows(now_ms)
@@ -245,7 +253,7 @@ class Screen:
             self.redraw()
         else:
             frame = self.frame
-            lines = frame.view.lines(frame.url, frame.clock.now_ms())
+            lines = frame.view.lines(frame.url, frame.view.now_ms)
             note = frame.clock_note()
             if note:
                 lines.append(note)
@@ -306,6 +314,7 @@ async def watch(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                         failures = 0
                         view.status = ""
                         view.update(fetched)
+                    view.now_ms = clock.now_ms()
                     screen.draw()
                     if args.count is not None and view.refreshes >= args.count:
                         break
