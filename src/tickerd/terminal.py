@@ -24,7 +24,6 @@ from .errors import BinanceError, ConnectionLost, ProtocolError, RequestTimeout,
 from .loop import run
 from .quotes import SymbolError, describe, fetch_each, table
 from .timestamps import iso_time, with_utc
-from .watch import watch
 
 __all__ = ["REST_URL_ENV", "URL_ENV", "add_commands", "run_command"]
 
@@ -140,6 +139,8 @@ def run_command(
         client = _client(args, connect_attempts=1 if args.command == "price" else 5)
         if args.command == "price":
             return run(_price(args, client, out, err))
+        from .watch import watch  # rich and aiohttp load only for watch
+
         return run(watch(args, client, out))
     except KeyboardInterrupt:  # a Ctrl-C that arrived before the handler was in place
         return 0
