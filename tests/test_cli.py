@@ -414,3 +414,39 @@ def test_readme_documents_every_serve_flag():
     for name in setting_names():
         assert hasattr(serve_help, name), name
         assert f"| `--{name.replace('_', '-')}` |" in readme, name
+
+
+def test_watch_against_a_replay_ages_by_the_replay_clock(server) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    trades = Path(__file__).parent / "data" / "replay" / "BTCUSDT-trades-2024-01-01.csv"
+    srv = server("--feed", "replay", "--replay-path", str(trades), "--replay-speed", "max")
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerd", "watch", "BTCUSDT", "--url", srv.url]
+        + ["--rest-url", srv.rest_url, "--count", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    head, _, row = done.stdout.splitlines()
+    # After the files the replay's clock runs on from its last trade (1704067213967, the
+    # served tick's time): the age is that clock's distance from it, not this machine's.
+    m = re.fullmatch(r"tickerd watch  \S+  (2024-01-01T[0-9:.]+Z)  refresh 1", head)
+    assert m, head
+    from datetime import UTC, datetime, timedelta
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    served = (datetime.fromisoformat(m[1]) - epoch) // timedelta(milliseconds=1)
+    age = served - 1_704_067_213_967
+    assert 0 <= age < 60_000, head
+    assert row.split() == [
+        "BTCUSDT",
+        "42283.70",
+        "+0.00",
+        "+0.00%",
+        f"{age // 1000}.{age % 1000 // 100}",
+    ]
