@@ -110,7 +110,7 @@ class Service:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
-            await self.store.restore(self.book)
+            await self.store.restore(self.book, self.clock.now_ms())
             self.store.attach(self.book)
         for feed in self.feeds:
             feed.prime(self.book)
