@@ -32,6 +32,7 @@ from .errors import (
     RequestTimeout,
     TickerdError,
 )
+from .validation import is_decimal, read_url
 
 URL_ENV = "TICKERD_URL"
 MAX_FAILED_REFRESHES = 5  # watch gives up after this many refreshes in a row fail
@@ -43,15 +44,16 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
     """Add ``price`` and ``watch`` to the ``tickerd`` subcommands."""
     url = env.get(URL_ENV) or DEFAULT_URL
     url_help = f"WebSocket API URL (env {URL_ENV}; default {url})"
+    ws_url = _ws_url_type(env.get(URL_ENV))
 
     price = sub.add_parser("price", help="print the latest price of a symbol, or of all")
     price.add_argument("symbol", nargs="?", help="e.g. BTCUSDT (default: every symbol)")
-    price.add_argument("--url", default=url, help=url_help)
+    price.add_argument("--url", default=url, type=ws_url, help=url_help)
     price.add_argument("--timeout", type=_positive, default=10.0, help="seconds (default 10)")
 
     watch = sub.add_parser("watch", help="a live table of prices (Ctrl-C to stop)")
     watch.add_argument("symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)")
-    watch.add_argument("--url", default=url, help=url_help)
+    watch.add_argument("--url", default=url, type=ws_url, help=url_help)
     watch.add_argument(
         "--interval", type=_positive, default=1.0, help="seconds between refreshes (default 1)"
     )
@@ -60,10 +62,20 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
+    if not is_decimal(text) or not float(text) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return float(text)
+
+
+def _ws_url_type(from_env: str | None) -> Any:
+    def ws_url(text: str) -> str:
+        try:
+            return read_url(text, {"schemes": ("ws", "wss")})
+        except ValueError as exc:
+            where = f" (from {URL_ENV})" if text == from_env else ""
+            raise argparse.ArgumentTypeError(f"{text!r}{where}: {exc}") from None
+
+    return ws_url
 
 
 def run_command(
