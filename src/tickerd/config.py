@@ -44,11 +44,11 @@ DAY_S = 86_400.0
 
 #: ``--help`` sections and README tables, in order: key -> title.
 GROUPS: dict[str, str] = {
-    "server": "server",
-    "limits": "limits",
-    "feeds": "feeds",
-    "store": "store",
-    "control": "control",
+    "server": "Server",
+    "limits": "Limits",
+    "feeds": "Feeds",
+    "store": "Store",
+    "control": "Control",
     "tls": "TLS",
 }
 

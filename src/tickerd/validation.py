@@ -251,6 +251,38 @@ KINDS: dict[str, Reader] = {
 }
 
 
+#: What each kind allows, as the README's flags tables say it (numbers: their bounds).
+KIND_TEXT: dict[str, str] = {
+    "symbols": "symbol names, comma-separated",
+    "host": "IP address or host name",
+    "path": "URL path from /",
+    "url": "URL",
+    "file": "existing file",
+    "paths": "existing files or folders, comma-separated",
+    "dbfile": "file in an existing folder",
+    "token": "RFC 6750 token",
+    "str": "text",
+}
+
+
+def allowed_text(name: str) -> str:
+    """What a setting allows, in a few words (the README's "allowed" column)."""
+    rules = setting_rules()[name]
+    kind = rules["kind"]
+    if kind in ("int", "float", "speed"):
+        text = f"{shown(rules['min'])}–{shown(rules['max'])}"
+        if kind == "speed":
+            text += ", " + ", ".join(rules["choices"])
+        return text
+    if kind == "url":
+        return " or ".join(f"{s}://" for s in rules["schemes"]) + " URL"
+    if kind == "choice":
+        return ", ".join(rules["choices"])
+    if kind == "list":
+        return ", ".join(rules["choices"]) + ", comma-separated"
+    return KIND_TEXT[kind]
+
+
 # -- settings ------------------------------------------------------------------------------
 
 
