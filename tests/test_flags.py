@@ -326,8 +326,8 @@ def test_help_groups_defaults_and_examples_match_the_readme() -> None:
     ("args", "env", "message"),
     [
         (["price", "--url", "ws://127.0.0.1:abc/ws-fapi/v1"], {},
-         "argument --url: 'ws://127.0.0.1:abc/ws-fapi/v1': expected a ws:// or wss:// URL "
-         "with a host (Port could not be cast to integer value as 'abc')"),
+         ("argument --url: 'ws://127.0.0.1:abc/ws-fapi/v1': expected a ws:// or wss:// URL "
+         "with a host (Port could not be cast to integer value as 'abc')")),
         (["price", "--url", "ws://127.0.0.1:99999/ws-fapi/v1"], {}, "(Port out of range 0-65535)"),
         (["price", "--url", "ws://[::1"], {}, "'ws://[::1': expected a ws:// or wss:// URL"),
         (["watch", "--url", "http://127.0.0.1:9000/ws-fapi/v1"], {}, "expected a ws:// or wss://"),
