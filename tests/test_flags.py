@@ -222,7 +222,6 @@ def test_a_flag_wins_over_its_variable_and_an_empty_variable_is_unset() -> None:
         (["--mirror-symbols", "BTCUSDT"], "--mirror-symbols means nothing without --feed with mirror"),
         (["--push-port", "0"], "--push-port means nothing without --feed with push"),
         (["--push-token", "t"], "--push-token means nothing without --feed with push"),
-        (["--feed", "push", "--push-token", "t", "--tick-rate", "0"], "--tick-rate means nothing without --feed with synthetic (--feed is 'push')"),
         (["--store-flush-interval", "5"], "--store-flush-interval means nothing without --store"),
         (["--control-token", "t"], "--control-token means nothing without --control-port"),
         (["--control-host", "0.0.0.0"], "--control-host means nothing without --control-port"),

@@ -67,7 +67,6 @@ class Requirement:
 
 #: Named conditions a field's ``requires`` points to.
 REQUIREMENTS: dict[str, Requirement] = {
-    "feed:synthetic": Requirement("--feed with synthetic", lambda s: "synthetic" in _feeds_of(s)),
     "feed:replay": Requirement("--feed with replay", lambda s: "replay" in _feeds_of(s)),
     "feed:mirror": Requirement("--feed with mirror", lambda s: "mirror" in _feeds_of(s)),
     "feed:push": Requirement("--feed with push", lambda s: "push" in _feeds_of(s)),
@@ -138,7 +137,6 @@ class Settings:
         kind="int",
         min=0,
         max=INT64_MAX,
-        requires="feed:synthetic",
     )
     tick_rate: float = setting(
         20.0,
@@ -149,7 +147,6 @@ class Settings:
         max=100_000,
         special={0: "prices stand still"},
         units="ticks/s",
-        requires="feed:synthetic",
     )
     replay_path: str | None = setting(
         None,
