@@ -91,7 +91,8 @@ def parse_fallback(payload: bytes) -> Any:
     strings hold a lone surrogate escape (``"\\ud800"``), which is still JSON (RFC 8259
     §8.2) and which Binance parses and answers; such frames are read by the standard
     parser with orjson's other rules kept: no NaN or Infinity, no number that is infinite
-    as a double, no nesting beyond the recursion limit.
+    as a double (RFC 8259 §9 lets a parser limit numbers), no nesting beyond the
+    recursion limit.
     """
     try:
         text = payload.decode("utf-8")
@@ -100,8 +101,10 @@ def parse_fallback(payload: bytes) -> Any:
     if _SURROGATE_ESCAPE.search(payload) is None:
         return _ABSENT
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_finite_int
+        )
+    except (ValueError, OverflowError, RecursionError):
         return _ABSENT
 
 
@@ -113,6 +116,12 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"{text} is infinite as a double")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    float(value)  # OverflowError (a ValueError's sibling) past the double range: refused
     return value
 
 
