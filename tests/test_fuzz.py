@@ -153,8 +153,12 @@ def _run_frame_case(raw: Any, srv: Any, frames: list[bytes], closes: bool) -> st
                 echoed = closes and code is not None and 3000 <= code <= 4999  # ours, echoed
                 if code is not None and code not in SERVER_CLOSE_CODES and not echoed:
                     return f"close code {code}"
-                if not closes:  # a client answers a close with its own (RFC 6455 §5.5.1)
+                # A client answers a close with its own (RFC 6455 §5.5.1) — also when the
+                # close it sent itself was a malformed one the server refused with 1002.
+                try:
                     client.send(frame(OP_CLOSE, got.payload[:2]))
+                except OSError:
+                    pass  # already closed by the server: nothing to answer
                 try:
                     client.wait_closed(timeout=5.0)
                 except TimeoutError:
