@@ -66,10 +66,9 @@ def flag_help(name: str, rules: Mapping[str, Any]) -> str:
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     rules = setting_rules()
-    titles = {key: title for key, title in GROUPS.items()}
     groups = {
-        key: parser.add_argument_group(f"{titles[key]} flags")
-        for key in GROUPS
+        key: parser.add_argument_group(f"{title} flags")
+        for key, title in GROUPS.items()
         if any(r["group"] == key for r in rules.values())
     }
     for name, rule in rules.items():
