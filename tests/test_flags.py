@@ -349,3 +349,31 @@ def test_client_commands_refuse_bad_urls_and_numbers(
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr and "_positive" not in done.stderr
+
+
+# -- Settings built in Python ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"port": 70000}, "Settings port=70000 (--port): expected an integer from 0 to 65535"),
+        ({"ping_interval": 0.0}, "Settings ping_interval=0.0 (--ping-interval): expected a number from 0.2"),
+        ({"tick_rate": float("nan")}, "Settings tick_rate=nan (--tick-rate): expected a number"),
+        ({"max_connections": 0}, "Settings max_connections=0 (--max-connections)"),
+        ({"path": "noslash"}, "Settings path='noslash' (--path): expected a URL path"),
+        ({"push_token": "a b"}, "Settings push_token=... (--push-token): expected a token"),
+    ],
+)  # fmt: skip
+def test_service_and_fixture_apply_the_same_rules(fields: dict[str, Any], message: str) -> None:
+    from tickerd.app import Service
+    from tickerd.testing import TickerdServer
+
+    with pytest.raises(SettingError) as info:
+        Service(Settings(**fields))
+    assert str(info.value).startswith(message)
+    assert "a b" not in str(info.value)
+    if "port" in fields:
+        return  # the fixture chooses its own ports
+    with pytest.raises(RuntimeError, match="could not start: " + re.escape(message)):
+        TickerdServer(**fields).start()

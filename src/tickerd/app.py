@@ -22,6 +22,7 @@ from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
 from .transport.ws import WSServer
+from .validation import check_settings
 
 log = logging.getLogger("tickerd.server")
 
@@ -37,6 +38,7 @@ class Service:
         universe: SymbolUniverse | None = None,
         feeds: list[Feed] | None = None,
     ) -> None:
+        check_settings(settings)  # the rules of the flags, for Settings built in Python
         self.settings = settings
         # Everything that tells time reads one ControlledClock, which the control plane can
         # freeze, set or move (one method call over the base clock: cheap on the hot path).

@@ -42,10 +42,14 @@ class Source:
 
     name: str
     env: bool = False
+    python: str | None = None  # the repr of a value set in Python (Service, the pytest fixture)
 
     def given(self, text: str, secret: bool) -> str:
         """How the message names the source and the text given."""
         flag = flag_of(self.name)
+        if self.python is not None:
+            shown_value = "..." if secret else self.python
+            return f"Settings {self.name}={shown_value} ({flag})"
         if secret:
             return f"{env_of(self.name)} (for {flag})" if self.env else flag
         if self.env:
@@ -343,3 +347,15 @@ def resolve(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Resolved
             raise SettingError(f"{flag_of(name)} means nothing without {needs}")
         warnings.append(f"{env_of(name)} is ignored: {flag_of(name)} needs {needs}")
     return Resolved(settings, warnings)
+
+
+def check_settings(settings: Settings) -> None:
+    """Check a :class:`Settings` built in Python by the same rules as the flags (not the
+    ``requires`` ones, which need to know what was given); raises :class:`SettingError`."""
+    defaults = Settings()
+    for name in setting_rules():
+        value = getattr(settings, name)
+        if value is None or value == getattr(defaults, name):
+            continue
+        text = value if isinstance(value, str) else shown(value)
+        read_setting(name, text, Source(name, python=repr(value)))
