@@ -52,9 +52,12 @@ class Source:
             return f"Settings {self.name}={shown_value} ({flag})"
         if secret:
             return f"{env_of(self.name)} (for {flag})" if self.env else flag
+        quoted = (
+            repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
+        )
         if self.env:
-            return f"{env_of(self.name)}={text!r} (for {flag})"
-        return f"{flag} {text!r}"
+            return f"{env_of(self.name)}={quoted} (for {flag})"
+        return f"{flag} {quoted}"
 
 
 # -- kinds ---------------------------------------------------------------------------------
