@@ -233,6 +233,29 @@ def test_a_flag_without_what_it_needs_is_refused(args: list[str], message: str) 
     assert done.stderr.startswith(f"tickerd serve: {message}"), done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "9001"], "--rest-port 9001 is also --port on 127.0.0.1"),
+        (["--feed", "push", "--push-token", "t", "--push-port", "9000"], "--push-port 9000 is also --port on 127.0.0.1"),
+        (["--control-port", "9001", "--control-token", "t"], "--control-port 9001 is also --rest-port on 127.0.0.1"),
+    ],
+)  # fmt: skip
+def test_two_surfaces_on_one_port_are_refused(args: list[str], message: str) -> None:
+    done = serve(args)
+    assert (done.returncode, done.stderr) == (
+        2, f"tickerd serve: {message}: each surface needs a port of its own\n"
+    )  # fmt: skip
+    # Other addresses, port 0 or a surface that is off do not clash.
+    for fine in (
+        {"port": "9001", "rest_port": "-1"},
+        {"port": "0", "rest_port": "0", "control_port": "0", "control_token": "t"},
+        {"control_port": "9001", "control_host": "::1", "control_token": "t"},
+    ):
+        resolve(fine, {})
+    assert resolve({}, {"TICKERD_PUSH_PORT": "9000"}).warnings  # push is off: no clash
+
+
 def test_a_variable_without_what_it_needs_is_a_warning_and_the_server_runs() -> None:
     env = child_env({"TICKERD_PUSH_TOKEN": "s3cret", "TICKERD_REPLAY_SPEED": "max"})
     process = subprocess.Popen(

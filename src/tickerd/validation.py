@@ -349,7 +349,29 @@ def resolve(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Resolved
         if not source.env:
             raise SettingError(f"{flag_of(name)} means nothing without {needs}")
         warnings.append(f"{env_of(name)} is ignored: {flag_of(name)} needs {needs}")
+    _check_ports(settings)
     return Resolved(settings, warnings)
+
+
+def _check_ports(settings: Settings) -> None:
+    """Refuse two surfaces on one address and port (0, any free port, never clashes)."""
+    feeds = [n.strip() for n in settings.feed.split(",")]
+    surfaces = [
+        ("port", settings.host, settings.port, True),
+        ("rest_port", settings.host, settings.rest_port, settings.rest_port >= 0),
+        ("push_port", settings.push_host, settings.push_port, "push" in feeds),
+        ("control_port", settings.control_host, settings.control_port, settings.control_port >= 0),
+    ]
+    seen: dict[tuple[str, int], str] = {}
+    for name, host, port, on in surfaces:
+        if not on or port == 0:
+            continue
+        other = seen.setdefault((host, port), name)
+        if other != name:
+            raise SettingError(
+                f"{flag_of(name)} {port} is also {flag_of(other)} on {host}: "
+                "each surface needs a port of its own"
+            )
 
 
 def check_settings(settings: Settings) -> None:
