@@ -5,6 +5,7 @@ is allowed, exit status 2, no traceback; the ``--help`` text and the README agre
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -116,9 +117,10 @@ def serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def test_every_setting_has_rules_and_bad_values() -> None:
+    declared = {f.name: f.metadata for f in dataclasses.fields(Settings)}
     for name, rules in setting_rules().items():
-        assert rules.get("group") in GROUPS, name
-        assert rules.get("kind") in KINDS, name
+        assert declared[name].get("group") in GROUPS, f"{name}: no group (use config.setting)"
+        assert declared[name].get("kind") in KINDS, f"{name}: no kind (use config.setting)"
         assert rules.get("help"), name
         if rules["kind"] in ("int", "float", "speed"):
             assert rules["min"] <= rules["max"], name

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from . import weights
@@ -364,9 +366,27 @@ def setting_names() -> list[str]:
     return [f.name for f in fields(Settings)]
 
 
+@cache
 def setting_rules() -> dict[str, Mapping[str, Any]]:
-    """Every setting's rules (its field metadata), by name, in declaration order."""
-    return {f.name: f.metadata for f in fields(Settings)}
+    """Every setting's rules (its field metadata), by name, in declaration order.
+
+    A field declared without rules (a plain ``field(metadata={"help": ...})``) is read by
+    the type of its default, unbounded, and listed with the server flags; the suite's
+    flags tests fail until it has rules of its own.
+    """
+    rules: dict[str, Mapping[str, Any]] = {}
+    for f in fields(Settings):
+        rule = dict(f.metadata)
+        if "kind" not in rule:
+            kind = {int: "int", float: "float"}.get(type(f.default), "str")
+            rule["kind"] = kind
+            if kind != "str":
+                rule.setdefault("min", -INT64_MAX - 1)
+                rule.setdefault("max", INT64_MAX)
+        rule.setdefault("group", "server")
+        rule.setdefault("help", "")
+        rules[f.name] = MappingProxyType(rule)
+    return rules
 
 
 def shown(value: Any) -> str:
