@@ -34,13 +34,8 @@ from hypothesis import strategies as st
 from tickerd import PriceBook, Settings, SymbolUniverse, TickRejected
 from tickerd.clock import ReplayClock
 from tickerd.feeds import FeedConfigError, build_feeds
-from tickerd.feeds.binance_files import (
-    PriceGrid,
-    ReplayFileError,
-    describe,
-    discover,
-    parse_rows,
-)
+from tickerd.feeds.binance_files import ReplayFileError, describe, discover
+from tickerd.feeds.trade_rows import PriceGrid, parse_rows
 from tickerd.feeds.replay import MAX_STEP, ReplayFeed, ReplaySource, ReplaySpeed
 from tickerd.models import Tick
 
@@ -286,17 +281,17 @@ def test_price_grid_agrees_with_make_tick(symbol: str, whole: str, frac: str | N
 
 
 def test_price_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tickerd.feeds import binance_files
+    from tickerd.feeds import trade_rows
 
-    monkeypatch.setattr(binance_files, "MAX_PRICE_CACHE", 16)
+    monkeypatch.setattr(trade_rows, "MAX_PRICE_CACHE", 16)
     grids: list[PriceGrid] = []
-    real = binance_files.PriceGrid
+    real = trade_rows.PriceGrid
 
     def spy(info: object) -> PriceGrid:
         grids.append(real(info))  # type: ignore[arg-type]
         return grids[-1]
 
-    monkeypatch.setattr(binance_files, "PriceGrid", spy)
+    monkeypatch.setattr(trade_rows, "PriceGrid", spy)
     # Hundreds of distinct prices, in blocks that each hold more than the bound.
     ticks = list(parse_rows(BTC_DAY, block_bytes=1024)) + list(parse_rows(ETH_US))
     assert ticks == by_time(oracle(BTC_DAY)) + oracle(ETH_US)

@@ -37,6 +37,9 @@ class Settings:
     replay_speed: str = field(
         default="1", metadata={"help": "replay speed: 1 (real time), N (N times), max, step"}
     )
+    replay_progress_every: float = field(
+        default=5.0, metadata={"help": "seconds between replay progress log lines"}
+    )
     mirror_rest_url: str = field(
         default="https://fapi.binance.com",
         metadata={"help": "REST base URL the mirror bootstraps prices from"},

@@ -108,9 +108,12 @@ def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Feed
 
 
 def _replay(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
-    from .replay import ReplayFeed
+    from .replay import ReplayFeed, ReplayOptions
 
-    feed = ReplayFeed.from_settings(settings, universe)
+    options = ReplayOptions.parse(
+        settings.replay_path, settings.replay_speed, settings.replay_progress_every
+    )
+    feed = ReplayFeed.from_options(options, universe)
     plan.feeds.append(feed)
     plan.clock = feed.clock  # the server follows the replay's trade time
 
