@@ -35,8 +35,8 @@ from tickerd import PriceBook, Settings, SymbolUniverse, TickRejected
 from tickerd.clock import ReplayClock
 from tickerd.feeds import FeedConfigError, build_feeds
 from tickerd.feeds.binance_files import ReplayFileError, describe, discover
-from tickerd.feeds.trade_rows import PriceGrid, parse_rows
 from tickerd.feeds.replay import MAX_STEP, ReplayFeed, ReplaySource, ReplaySpeed
+from tickerd.feeds.trade_rows import PriceGrid, parse_rows
 from tickerd.models import Tick
 
 pytestmark = pytest.mark.timeout(60)
@@ -415,8 +415,9 @@ def test_bad_row_through_the_feed_max_mode(tmp_path: Path) -> None:
     rewrite_line(f, 201, BAD_ROWS[0][0])
     feed = ReplayFeed(ReplaySource([f, ETH_AGG], universe()), ReplaySpeed.parse("max"), batch=7)
     book = PriceBook(universe())
-    with pytest.raises(ReplayFileError, match=":201: 5 fields"):
-        asyncio.run(feed.run(book))
+    asyncio.run(feed.run(book))  # returns: the ERROR line and status() tell why it stopped
+    assert isinstance(feed.error, ReplayFileError) and ":201: 5 fields" in str(feed.error)
+    assert feed.status()["state"] == "failed" and feed.finished
     assert book.get("BTCUSDT") == by_time(oracle(BTC_DAY)[:199])[-1]
     assert book.get("ETHUSDT") == oracle(ETH_AGG)[-1]  # the 2022 file, entirely earlier
 

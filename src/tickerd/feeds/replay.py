@@ -182,7 +182,9 @@ class ReplayFeed:
         self._book = book
 
     async def run(self, book: PriceBook) -> None:
-        """Replay at the feed's speed; return when the files are exhausted."""
+        """Replay at the feed's speed; return when the files are exhausted or a bad row
+        stopped the replay (then one ERROR line has said why, :attr:`error` holds it and
+        :meth:`status` says ``failed``)."""
         self._book = book
         if self.finished:
             return
@@ -192,8 +194,6 @@ class ReplayFeed:
             await self._run_max(book)
         else:
             await self._run_paced(book, self.speed.factor)
-        if self.error is not None:
-            raise self.error
 
     def state(self) -> FeedState:
         """starting (nothing applied yet), up, finished, or failed (stopped by a bad row)."""
