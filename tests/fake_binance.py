@@ -5,6 +5,8 @@ usds-margined-futures/...):
 
 * ``market-data/rest-api/Symbol-Price-Ticker-v2``: ``GET /fapi/v2/ticker/price`` answers
   ``[{"symbol": "BTCUSDT", "price": "6000.01", "time": 1589437530011}, ...]``;
+* ``market-data/rest-api/Exchange-Information``: ``GET /fapi/v1/exchangeInfo`` answers
+  :attr:`FakeBinance.exchange_info` (the bundled universe's document until a test edits it);
 * ``websocket-market-streams``: combined streams at ``/market/stream?streams=a/b``, each
   event wrapped ``{"stream": "btcusdt@aggTrade", "data": {...}}``;
 * ``websocket-market-streams/Aggregate-Trade-Streams``: ``{"e": "aggTrade", "E", "s",
@@ -21,11 +23,14 @@ a client sent.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
@@ -51,6 +56,11 @@ REFUSAL_BODIES: dict[int, dict[str, Any]] = {
         "you received this message in error.",
     },
 }
+
+
+_BUNDLED_INFO: dict[str, Any] = json.loads(
+    resources.files("tickerd.data").joinpath("exchange_info.json").read_text("utf-8")
+)
 
 
 @dataclass(eq=False)
@@ -91,6 +101,9 @@ class FakeBinance:
         self.rest_refusals: deque[tuple[int, int | None]] = deque()
         self.ws_refusals: deque[tuple[int, int | None]] = deque()
         self.agg_id = 1000
+        self.exchange_info: dict[str, Any] = copy.deepcopy(_BUNDLED_INFO)
+        self.info_hits: list[float] = []
+        self.info_refusals: deque[tuple[int, int | None]] = deque()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -99,6 +112,7 @@ class FakeBinance:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/fapi/v2/ticker/price", self._ticker_price)
+        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/market/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -195,6 +209,23 @@ class FakeBinance:
             return self._refusal(*self.rest_refusals.popleft())
         rows = [{"symbol": s, "price": p, "time": t} for s, (p, t) in sorted(self.prices.items())]
         return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        self.info_hits.append(time.monotonic())
+        if self.info_refusals:
+            return self._refusal(*self.info_refusals.popleft())
+        return web.Response(body=orjson.dumps(self.exchange_info), content_type="application/json")
+
+    def symbol_entry(self, symbol: str) -> dict[str, Any]:
+        """The exchangeInfo entry of ``symbol`` (to edit: status, tickSize, pricePrecision)."""
+        return next(e for e in self.exchange_info["symbols"] if e["symbol"] == symbol)
+
+    def list_symbol(self, like: str, symbol: str, **changes: Any) -> dict[str, Any]:
+        """Add ``symbol`` to exchangeInfo as a copy of ``like``'s entry with ``changes``."""
+        entry = copy.deepcopy(self.symbol_entry(like))
+        entry.update(symbol=symbol, **changes)
+        self.exchange_info["symbols"].append(entry)
+        return entry
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         self.ws_attempts.append(time.monotonic())

@@ -51,6 +51,24 @@ class Settings:
     mirror_symbols: str | None = field(
         default=None, metadata={"help": "symbols to mirror, comma-separated (default: all)"}
     )
+    mirror_stale_after: float = field(
+        default=60.0, metadata={"help": "seconds without an event before a symbol is stale"}
+    )
+    mirror_rollover_after: float = field(
+        default=23 * 3600 + 50 * 60,
+        metadata={"help": "seconds before a stream connection is replaced (Binance cuts at 24 h)"},
+    )
+    mirror_idle_timeout: float = field(
+        default=300.0, metadata={"help": "seconds of silence before a stream socket is replaced"}
+    )
+    mirror_universe_every: float = field(
+        default=3600.0,
+        metadata={"help": "seconds between exchangeInfo refreshes of the universe (0: off)"},
+    )
+    mirror_proxy: str | None = field(
+        default=None,
+        metadata={"help": "http(s) proxy URL for the mirror's REST and streams (default: env)"},
+    )
     push_host: str = field(default="127.0.0.1", metadata={"help": "address of the push ingest"})
     push_port: int = field(default=9002, metadata={"help": "push ingest port (0: any free port)"})
     push_token: str | None = field(

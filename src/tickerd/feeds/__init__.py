@@ -84,7 +84,25 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     if not stream.startswith(("ws://", "wss://")):
         raise FeedConfigError(f"--mirror-stream-url must be a ws(s) URL, not {stream!r}")
     symbols = _symbol_list(settings.mirror_symbols, universe, "--mirror-symbols")
-    plan.feeds.append(MirrorFeed(universe, rest_url=rest, stream_url=stream, symbols=symbols))
+    proxy = settings.mirror_proxy
+    if proxy and not proxy.startswith(("http://", "https://")):
+        raise FeedConfigError(f"--mirror-proxy must be an http(s) URL, not {proxy!r}")
+    try:
+        feed = MirrorFeed(
+            universe,
+            rest_url=rest,
+            stream_url=stream,
+            symbols=symbols,
+            stale_after_s=settings.mirror_stale_after,
+            rollover_after_s=settings.mirror_rollover_after,
+            idle_timeout_s=settings.mirror_idle_timeout,
+            universe_every_s=settings.mirror_universe_every,
+            proxy=proxy,
+            clock=plan.clock or clock,
+        )
+    except ValueError as exc:  # a stream route that cannot serve aggTrade, a bad interval
+        raise FeedConfigError(f"--feed mirror: {exc}") from None
+    plan.feeds.append(feed)
 
 
 def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
