@@ -55,7 +55,7 @@ class Settings:
         default=60.0, metadata={"help": "seconds without an event before a symbol is stale"}
     )
     mirror_rollover_after: float = field(
-        default=23 * 3600 + 50 * 60,
+        default=float(23 * 3600 + 50 * 60),
         metadata={"help": "seconds before a stream connection is replaced (Binance cuts at 24 h)"},
     )
     mirror_idle_timeout: float = field(
