@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -92,7 +93,8 @@ class FakeConn:
 class FakeBinance:
     """The fake upstream; ``await start()`` in a running loop, ``await stop()`` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # serve https/wss with it (None: plain http/ws)
         self.prices: dict[str, tuple[str, int]] = {}
         self.conns: list[FakeConn] = []
         self.timeline: list[tuple[str, int]] = []  # ("open" | "close", connection id)
@@ -103,6 +105,7 @@ class FakeBinance:
         self.agg_id = 1000
         self.exchange_info: dict[str, Any] = copy.deepcopy(_BUNDLED_INFO)
         self.info_hits: list[float] = []
+        self.peer_ports: list[int] = []  # client port of every request (REST and handshakes)
         self.info_refusals: deque[tuple[int, int | None]] = deque()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -116,7 +119,7 @@ class FakeBinance:
         app.router.add_get("/market/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -129,11 +132,13 @@ class FakeBinance:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def stream_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/market"
+        scheme = "wss" if self.ssl_context else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/market"
 
     # -- what the fake saw ----------------------------------------------------------------
 
@@ -203,7 +208,13 @@ class FakeBinance:
         body = REFUSAL_BODIES.get(status, {"code": -1000, "msg": "refused"})
         return web.json_response(body, status=status, headers=headers)
 
+    def _seen(self, request: web.Request) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peer_ports.append(int(peer[1]))
+
     async def _ticker_price(self, request: web.Request) -> web.Response:
+        self._seen(request)
         self.rest_hits.append(time.monotonic())
         if self.rest_refusals:
             return self._refusal(*self.rest_refusals.popleft())
@@ -211,6 +222,7 @@ class FakeBinance:
         return web.Response(body=orjson.dumps(rows), content_type="application/json")
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
+        self._seen(request)
         self.info_hits.append(time.monotonic())
         if self.info_refusals:
             return self._refusal(*self.info_refusals.popleft())
@@ -228,6 +240,7 @@ class FakeBinance:
         return entry
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request)
         self.ws_attempts.append(time.monotonic())
         if self.ws_refusals:
             return self._refusal(*self.ws_refusals.popleft())
