@@ -65,6 +65,10 @@ class Settings:
         default=3600.0,
         metadata={"help": "seconds between exchangeInfo refreshes of the universe (0: off)"},
     )
+    record: str | None = field(
+        default=None,
+        metadata={"help": "folder to record mirrored trades in as Binance daily aggTrades files"},
+    )
     mirror_proxy: str | None = field(
         default=None,
         metadata={"help": "http(s) proxy URL for the mirror's REST and streams (default: env)"},

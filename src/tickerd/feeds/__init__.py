@@ -87,6 +87,14 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     proxy = settings.mirror_proxy
     if proxy and not proxy.startswith(("http://", "https://")):
         raise FeedConfigError(f"--mirror-proxy must be an http(s) URL, not {proxy!r}")
+    recorder = None
+    if settings.record:
+        from .recording import TradeRecorder
+
+        try:
+            recorder = TradeRecorder(settings.record, plan.clock or clock)
+        except OSError as exc:
+            raise FeedConfigError(str(exc)) from None
     try:
         feed = MirrorFeed(
             universe,
@@ -99,6 +107,7 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
             universe_every_s=settings.mirror_universe_every,
             proxy=proxy,
             clock=plan.clock or clock,
+            recorder=recorder,
         )
     except ValueError as exc:  # a stream route that cannot serve aggTrade, a bad interval
         raise FeedConfigError(f"--feed mirror: {exc}") from None
@@ -191,5 +200,7 @@ def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> F
         if builder is None:
             raise FeedConfigError(f"unknown feed {name!r}; known: {', '.join(BUILDERS)}")
         builder(settings, universe, clock, plan)
+    if settings.record and "mirror" not in names:
+        raise FeedConfigError("--record records the mirror's trades: it needs --feed mirror")
     assign_symbols(plan, universe)
     return plan

@@ -64,6 +64,7 @@ from ..symbols import SymbolUniverse
 from .mirror_shards import Shard, ShardSupervisor, StreamTimers
 from .mirror_state import MirrorState, MirrorStats, UpstreamDataError, UpstreamError
 from .mirror_universe import EXCHANGE_INFO_PATH, apply_exchange_info, log_change
+from .recording import TradeRecorder
 from .state import FeedState
 from .stream_routes import routed_url
 from .upstream import RETRYABLE, UpstreamGate, http_get
@@ -121,6 +122,7 @@ class MirrorFeed:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Clock | None = None,
+        recorder: TradeRecorder | None = None,
     ) -> None:
         if not 1 <= shard_size <= MAX_STREAMS_PER_CONNECTION:
             raise ValueError(f"shard_size must be 1..{MAX_STREAMS_PER_CONNECTION}")
@@ -143,6 +145,7 @@ class MirrorFeed:
         self.max_bootstrap_bytes = max_bootstrap_bytes
         self.monotonic = monotonic
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.recorder = recorder
         self.timers = StreamTimers(
             rollover_after_s, idle_timeout_s, connect_timeout_s, close_timeout_s,
             stable_after_s, max_message_bytes,
@@ -217,6 +220,8 @@ class MirrorFeed:
             tasks.append(asyncio.create_task(self._watch_stale(), name="mirror-stale"))
             if self.universe_every_s:
                 tasks.append(asyncio.create_task(self._universe_loop(book), name="mirror-info"))
+            if self.recorder is not None:
+                tasks.append(asyncio.create_task(self.recorder.run(), name="mirror-record"))
             started = 0
             while True:  # new listings add shards while the mirror runs
                 for shard in self.shards[started:]:
@@ -240,6 +245,8 @@ class MirrorFeed:
             if self._session is not None:
                 session, self._session = self._session, None
                 await session.close()
+            if self.recorder is not None:
+                self.recorder.close()  # the last rows, then finished days zipped
 
     # -- status ---------------------------------------------------------------------------
 
@@ -270,6 +277,7 @@ class MirrorFeed:
             "stale_symbols": stale[:_MAX_STALE_LISTED],
             "stream_url": self.stream_url,
             **asdict(self._stats),
+            **({"recording": self.recorder.status()} if self.recorder is not None else {}),
         }
 
     # -- universe -------------------------------------------------------------------------
@@ -334,6 +342,8 @@ class MirrorFeed:
     def _state(self, book: PriceBook) -> MirrorState:
         if self.state is None or self.state.book is not book:
             self.state = MirrorState(book, self._stats)
+            if self.recorder is not None:
+                self.state.listeners.append(self.recorder.record_event)
         return self.state
 
     def _session_(self) -> aiohttp.ClientSession:
