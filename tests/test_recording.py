@@ -162,13 +162,13 @@ async def replay_answers(folder: Path, symbols: list[str]) -> dict[str, dict[str
 def test_buffer_is_bounded_and_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tickerd.feeds import recording
 
-    monkeypatch.setattr(recording, "MAX_BUFFER_BYTES", 200)
+    monkeypatch.setattr(recording, "MAX_BUFFER_ROWS", 5)
     clock = ManualClock(1_704_067_200_000)
     rec = TradeRecorder(tmp_path, clock)
     path = tmp_path / "futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01-01.csv"
     for i in range(3):
         rec.record(Tick("BTCUSDT", "42000.10", clock.now_ms() + i), i, "0.5", i, i, False)
-    assert path.read_bytes() == HEADER  # buffered: fewer than 200 bytes
+    assert path.read_bytes() == HEADER  # buffered: fewer than 5 rows
     for i in range(3, 10):
         rec.record(Tick("BTCUSDT", "42000.10", clock.now_ms() + i), i, "0.5", i, i, True)
     assert path.read_bytes().count(b"\n") > 1  # written once the bound was reached
@@ -209,3 +209,47 @@ def test_a_finished_day_left_as_csv_is_zipped_at_start(tmp_path: Path) -> None:
         "BTCUSDT-aggTrades-2023-12-31.zip",
         "BTCUSDT-aggTrades-2023-12-31.zip.CHECKSUM",
     ]
+
+
+def test_a_row_for_a_finished_day_is_late_never_reopening_its_zip(tmp_path: Path) -> None:
+    day2 = 1_704_067_200_000  # 2024-01-01T00:00Z
+    clock = ManualClock(day2 - 10_000)
+    rec = TradeRecorder(tmp_path, clock)
+    rec.record(Tick("BTCUSDT", "42000.10", day2 - 20_000), 1, "0.5", 1, 1, False)
+    clock.advance(120_000)  # past midnight by more than the grace: the day is over
+    rec.tick()
+    assert rec.pending and rec.status()["open_files"] == 0
+    rec.record(Tick("BTCUSDT", "42000.20", day2 - 5_000), 2, "0.5", 2, 2, False)
+    rec.close()
+    assert rec.late == 1 and rec.files_finished == 1
+    folder = tmp_path / "futures/um/daily/aggTrades/BTCUSDT"
+    with zipfile.ZipFile(folder / "BTCUSDT-aggTrades-2023-12-31.zip") as zf:
+        text = zf.read("BTCUSDT-aggTrades-2023-12-31.csv")
+    assert text == HEADER + b"1,42000.1,0.5,1,1,1704067180000,false\n"
+    again = TradeRecorder(tmp_path, clock)  # after a restart too
+    again.record(Tick("BTCUSDT", "42000.20", day2 - 4_000), 3, "0.5", 3, 3, False)
+    again.close()
+    assert again.late == 1 and sorted(p.name for p in folder.iterdir()) == [
+        "BTCUSDT-aggTrades-2023-12-31.zip",
+        "BTCUSDT-aggTrades-2023-12-31.zip.CHECKSUM",
+    ]
+
+
+def test_odd_event_fields_are_printed_as_the_files_print_them(tmp_path: Path) -> None:
+    clock = ManualClock(1_704_067_200_000)
+    rec = TradeRecorder(tmp_path, clock)
+    t = clock.now_ms()
+    odd = [
+        {"a": 1, "p": "42000.10", "q": "0.010", "f": 5, "l": 6, "T": t, "m": True},
+        {"a": 2, "p": "4.20001E4", "q": [1], "T": t + 1, "m": "yes"},  # no f/l, odd q and m
+        {"a": 3, "p": "42000.1", "q": "1E-3", "f": "7", "l": None, "T": t + 2, "m": False},
+    ]
+    for event in odd:
+        rec.record_event(Tick("BTCUSDT", "42000.10", event["T"]), event)  # type: ignore[arg-type]
+    rec.close()
+    path = tmp_path / "futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01-01.csv"
+    assert path.read_bytes() == HEADER + (
+        b"1,42000.1,0.01,5,6,1704067200000,true\n"
+        b"2,42000.1,0.0,2,2,1704067200001,false\n"
+        b"3,42000.1,0.001,3,3,1704067200002,false\n"
+    )

@@ -10,15 +10,17 @@ numbers as the shortest decimal with one fraction digit at least (``97000.1``), 
 
 Theory of operation
 -------------------
-* Rows are buffered per file and written at least every :data:`FLUSH_S` seconds, and at
-  once when the buffer holds :data:`MAX_BUFFER_BYTES`: memory is bounded whatever the rate.
+* Rows are buffered per file (as tuples: the text of all of them is made at once, by one
+  ``orjson.dumps``) and written at least every :data:`FLUSH_S` seconds, and
+  at once when :data:`MAX_BUFFER_ROWS` are buffered: memory is bounded whatever the rate.
   A write hands whole lines to the OS, so a SIGKILL loses at most the last second.
 * The days of a symbol only move forward (the mirror applies a trade only if not older
   than the symbol's last), so a row for a later day closes the symbol's file; a file whose
   day has been over for :data:`FINISH_GRACE_MS` by the service clock is closed too. A
   closed day is zipped (temporary file, fsync, rename), its checksum written the same way,
   then the CSV removed; a CSV of a past day found at start (a crash in between) is zipped
-  again from the CSV, which stays the source until its zip is complete.
+  again from the CSV, which stays the source until its zip is complete. A row for a day
+  already finished is dropped and counted (``late``): a zip is never reopened.
 * Restart: before the first row of a symbol, its newest CSV is opened, a torn last line
   (no newline: the process died mid-write) is cut off, and the last aggregate id read back;
   rows with an id not above it are dropped, so nothing is written twice.
@@ -35,8 +37,12 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 from ..clock import Clock
 from ..models import Tick
@@ -46,17 +52,42 @@ log = logging.getLogger("tickerd.feeds.recording")
 HEADER = b"agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
 SUBDIR = ("futures", "um", "daily", "aggTrades")
 FLUSH_S = 0.5  # seconds between writes of buffered rows (the bound is one second)
-MAX_BUFFER_BYTES = 1 << 20  # buffered bytes over all files before a write at once
+MAX_BUFFER_ROWS = 16_384  # buffered rows over all files (about 2 MB) before a write at once
+MAX_DECIMALS_CACHED = 1 << 16  # distinct price and quantity texts remembered
 FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for late rows
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
 DAY_MS = 86_400_000
 _TAIL_BYTES = 64 * 1024
+_FIELD_NAMES = ("a", "p", "q", "f", "l", "T", "m")
+_FIELDS = itemgetter(*_FIELD_NAMES)
+_INTS = frozenset((int,))
+_STRS = frozenset((str,))
+_BOOLS = frozenset((bool,))
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _NAME_RE = re.compile(r"(?P<symbol>[A-Z0-9_]+)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})\.csv")
 
 
 def day_of(time_ms: int) -> str:
     """The UTC day (ISO date) of ``time_ms``."""
     return datetime.fromtimestamp(time_ms / 1000, UTC).date().isoformat()
+
+
+def decimal_text(value: object) -> str:
+    """A received price or quantity as the files print it (:func:`shortest`); a text Decimal
+    reads but the files do not (``9.7E4``) is printed fixed-point; anything else is "0.0"."""
+    if isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value):
+        return shortest(value)
+    try:
+        number = Decimal(value) if isinstance(value, str) else None
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number < 0:
+        return "0.0"
+    return shortest(format(number, "f"))
+
+
+def _int_or(value: object, default: int) -> int:
+    return value if type(value) is int else default
 
 
 def shortest(text: str) -> str:
@@ -68,13 +99,17 @@ def shortest(text: str) -> str:
     return text + "0" if text.endswith(".") else text
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _File:
     symbol: str
     day: str
     path: Path
     handle: IO[bytes]
-    buffer: list[bytes] = field(default_factory=list)
+    start: int  # the day's first ms
+    end: int  # the next day's first ms
+    last_id: int  # the last aggregate id written or buffered for the symbol
+    # Buffered rows, not yet written: (a, p, q, f, l, T, m) as received.
+    events: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 class TradeRecorder:
@@ -89,10 +124,13 @@ class TradeRecorder:
         self.clock = clock
         self.rows = 0  # rows written
         self.duplicates = 0  # rows dropped: id not above the last written
+        self.late = 0  # rows dropped: their day's file was finished already
         self.files_finished = 0
         self._files: dict[str, _File] = {}
         self._last_id: dict[str, int] = {}
-        self._buffered = 0
+        self._buffered = 0  # rows
+        # A price or quantity text as received -> its shortest form, ready for orjson.
+        self._decimals: dict[str, orjson.Fragment] = {}
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:
             self.base.mkdir(parents=True, exist_ok=True)
@@ -108,56 +146,101 @@ class TradeRecorder:
     # -- recording ------------------------------------------------------------------------
 
     def record_event(self, tick: Tick, event: Mapping[str, Any]) -> None:
-        """Record an applied aggTrade event (``a``, ``q``, ``f``, ``l``, ``m`` as received)."""
-        agg = event.get("a")
-        if type(agg) is not int:
+        """Record an applied aggTrade event (the mirror has checked ``a`` and ``T``).
+
+        It runs once per mirrored trade, so it only checks the day and the id and keeps the
+        event's fields as they are; they are checked and printed at :meth:`flush`, all rows
+        at once.
+        """
+        symbol, _, t = tick
+        f = self._files.get(symbol)
+        if f is None or not f.start <= t < f.end:
+            if f is not None and t < f.start:
+                self.duplicates += 1
+                return
+            f = self._open(symbol, t)
+            if f is None:
+                self.late += 1
+                return
+        agg: int = event["a"]
+        if agg <= f.last_id:
+            self.duplicates += 1
             return
-        first, last = event.get("f"), event.get("l")
-        qty = event.get("q")
-        self.record(
-            tick,
-            agg,
-            shortest(qty) if isinstance(qty, str) else "0.0",
-            first if type(first) is int else agg,
-            last if type(last) is int else agg,
-            event.get("m") is True,
-        )
+        f.last_id = agg
+        try:
+            # A tuple of the fields (made in C), not the event: a tuple of numbers and
+            # strings leaves the garbage collector's lists, a buffered dict would not.
+            f.events.append(_FIELDS(event))
+        except KeyError:  # an event without one of the fields
+            f.events.append(tuple(map(event.get, _FIELD_NAMES)))
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFER_ROWS:
+            self.flush()
 
     def record(
         self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
     ) -> None:
-        """Buffer one row; rows whose id is not above the symbol's last are dropped."""
-        symbol = tick.symbol
+        """Buffer one row; rows whose id is not above the symbol's last are dropped.
+
+        The hot path: a time check against the open file's day, an id check, one tuple;
+        the text is made at :meth:`flush`, for all buffered rows at once.
+        """
+        symbol, price, t = tick
         f = self._files.get(symbol)
-        day = day_of(tick.time_ms)
-        if f is None or f.day != day:
-            if f is not None and day < f.day:
+        if f is None or not f.start <= t < f.end:
+            if f is not None and t < f.start:
                 self.duplicates += 1  # cannot happen through the mirror; never reopen a day
                 return
-            f = self._open(symbol, day)
-        if agg_id <= self._last_id.get(symbol, -1):
+            f = self._open(symbol, t)
+            if f is None:
+                self.late += 1
+                return
+        if agg_id <= f.last_id:
             self.duplicates += 1
             return
-        row = b"%d,%s,%s,%d,%d,%d,%s\n" % (
-            agg_id, shortest(tick.price).encode(), quantity.encode(), first_id, last_id,
-            tick.time_ms, b"true" if maker else b"false",
-        )  # fmt: skip
-        f.buffer.append(row)
-        self._last_id[symbol] = agg_id
-        self._buffered += len(row)
-        if self._buffered >= MAX_BUFFER_BYTES:
+        f.last_id = agg_id
+        f.events.append((agg_id, price, quantity, first_id, last_id, t, maker))
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Write every buffered row (whole lines) to its file."""
         for f in self._files.values():
-            if f.buffer:
-                data = b"".join(f.buffer)
-                f.buffer.clear()
-                f.handle.write(data)
-                f.handle.flush()
-                self.rows += data.count(b"\n")
+            if f.events:
+                self._write(f)
         self._buffered = 0
+
+    def _write(self, f: _File) -> None:
+        events = f.events
+        f.events = []
+        ids, prices, qtys, firsts, lasts, times, makers = zip(*events, strict=True)
+        if not _STRS.issuperset(map(type, qtys)):  # a quantity missing or not a string
+            qtys = tuple(q if type(q) is str else "0" for q in qtys)
+        decimals = self._decimals
+        missing = (set(prices) | set(qtys)).difference(decimals)
+        if missing:
+            if len(decimals) + len(missing) > MAX_DECIMALS_CACHED:
+                decimals.clear()
+                missing = set(prices) | set(qtys)
+            decimals.update(
+                (text, orjson.Fragment(decimal_text(text).encode("ascii"))) for text in missing
+            )
+        shown = decimals.__getitem__
+        # Ids the upstream left out or sent as something else: the row's aggregate id.
+        if not _INTS.issuperset(map(type, firsts)):
+            firsts = tuple(map(_int_or, firsts, ids))
+        if not _INTS.issuperset(map(type, lasts)):
+            lasts = tuple(map(_int_or, lasts, ids))
+        if not _BOOLS.issuperset(map(type, makers)):
+            makers = tuple(m is True for m in makers)
+        table = list(zip(ids, map(shown, prices), map(shown, qtys), firsts, lasts, times, makers))
+        # orjson prints the rows as [[1,97000.1,0.01,1,1,1704067200000,true],...] (the
+        # decimals are pre-printed fragments): the CSV is that without the brackets.
+        text = orjson.dumps(table)[2:-2].replace(b"],[", b"\n")
+        f.handle.write(text + b"\n")
+        f.handle.flush()
+        self.rows += len(events)
 
     def tick(self) -> None:
         """Flush, then close and zip the files of days over by :data:`FINISH_GRACE_MS`."""
@@ -182,6 +265,7 @@ class TradeRecorder:
         """Flush and close every file (today's stay CSVs; finished days are zipped)."""
         self.tick()
         for f in self._files.values():
+            self._last_id[f.symbol] = f.last_id
             f.handle.close()
         self._files.clear()
         while self.pending:
@@ -202,19 +286,30 @@ class TradeRecorder:
             "dir": str(self.root),
             "rows": self.rows,
             "duplicates": self.duplicates,
+            "late": self.late,
             "open_files": len(self._files),
             "files_finished": self.files_finished,
         }
 
     # -- files ----------------------------------------------------------------------------
 
-    def _open(self, symbol: str, day: str) -> _File:
+    def _open(self, symbol: str, time_ms: int) -> _File | None:
+        """The symbol's file of the day of ``time_ms``; None (the row is late) when that day
+        has been finished already."""
+        start = time_ms - time_ms % DAY_MS
+        day = day_of(start)
+        stem = f"{symbol}-aggTrades-{day}"
+        if (self.base / symbol / f"{stem}.zip").exists() or any(
+            p.stem == stem for p in self.pending
+        ):
+            return None
         if symbol in self._files:
-            self._finish(symbol)
+            self._finish(symbol)  # a later day: the symbol's days only move forward
         elif len(self._files) >= MAX_OPEN_FILES:
             self.flush()
-            oldest = next(iter(self._files))
-            self._files.pop(oldest).handle.close()  # reopened (appended) when it trades
+            oldest = self._files.pop(next(iter(self._files)))
+            self._last_id[oldest.symbol] = oldest.last_id
+            oldest.handle.close()  # flushed above  # reopened (appended) when it trades
         folder = self.base / symbol
         folder.mkdir(parents=True, exist_ok=True)
         if symbol not in self._last_id:
@@ -227,16 +322,16 @@ class TradeRecorder:
         if new:
             handle.write(HEADER)
             handle.flush()
-        f = self._files[symbol] = _File(symbol, day, path, handle)
+        f = _File(symbol, day, path, handle, start, start + DAY_MS, self._last_id[symbol])
+        self._files[symbol] = f
         return f
 
     def _finish(self, symbol: str) -> None:
         f = self._files.pop(symbol)
-        if f.buffer:
-            data = b"".join(f.buffer)
-            f.handle.write(data)
-            self.rows += data.count(b"\n")
-            self._buffered -= len(data)
+        self._last_id[symbol] = f.last_id
+        if f.events:
+            self._buffered -= len(f.events)
+            self._write(f)
         f.handle.close()
         self.pending.append(f.path)
 

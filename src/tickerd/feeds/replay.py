@@ -55,7 +55,9 @@ from . import FeedConfigError
 from .binance_files import ReplayFileError
 from .replay_source import ReplaySource, utc_text
 from .state import FeedState
-from .trade_rows import BLOCK_BYTES
+from .trade_rows import BLOCK_BYTES, parse_rows
+
+__all__ = ["ReplayFeed", "ReplayOptions", "ReplaySource", "ReplaySpeed", "parse_rows"]
 
 log = logging.getLogger("tickerd.feeds.replay")
 
