@@ -253,3 +253,69 @@ def test_odd_event_fields_are_printed_as_the_files_print_them(tmp_path: Path) ->
         b"2,42000.1,0.0,2,2,1704067200001,false\n"
         b"3,42000.1,0.001,3,3,1704067200002,false\n"
     )
+
+
+def test_the_push_ingest_is_recorded_and_replays(tmp_path: Path) -> None:
+    import aiohttp
+
+    from tickerd.app import Service
+    from tickerd.feeds.push import PushFeed
+
+    record = tmp_path / "rec"
+    token = "t0ken-for-the-test"
+    now = int(time.time() * 1000) - 5_000
+    pushed = [
+        {"symbol": "BTCUSDT", "price": "97000.1", "time": now},
+        {"symbol": "YFIUSDT", "price": "8123", "time": now + 1},
+        {"symbol": "BTCUSDT", "price": "97000.3", "time": now + 2},
+        {"symbol": "VETUSDT", "price": "0.031234", "time": now + 3},
+    ]
+    expected = {
+        "BTCUSDT": {"symbol": "BTCUSDT", "price": "97000.30", "time": now + 2},
+        "YFIUSDT": {"symbol": "YFIUSDT", "price": "8123.0", "time": now + 1},
+        "VETUSDT": {"symbol": "VETUSDT", "price": "0.031234", "time": now + 3},
+    }
+
+    async def scenario() -> None:
+        cfg = Settings(port=0, rest_port=-1, feed="push", push_token=token, push_port=0,
+                       record=str(record))  # fmt: skip
+        service = Service(cfg)
+        await service.start()
+        try:
+            push = next(f for f in service.feeds if isinstance(f, PushFeed))
+            async with aiohttp.ClientSession() as session:
+                for batch in (pushed[:2], pushed[2:]):
+                    async with session.post(
+                        push.url + "/ingest", json={"ticks": batch},
+                        headers={"Authorization": f"Bearer {token}"},
+                    ) as response:  # fmt: skip
+                        assert response.status == 200, await response.text()
+            health = service.health()["feeds"]["record"]
+            assert health["state"] == "up" and health["feed"] == "push"
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    rows = rows_of(record)
+    assert {s: [(r[0], r[1], r[5]) for r in t] for s, t in rows.items()} == {
+        "BTCUSDT": [("1", "97000.1", str(now)), ("2", "97000.3", str(now + 2))],
+        "VETUSDT": [("1", "0.031234", str(now + 3))],
+        "YFIUSDT": [("1", "8123.0", str(now + 1))],
+    }
+    assert asyncio.run(replay_answers(record, sorted(expected))) == expected
+
+
+def test_record_needs_a_feed_to_record(tmp_path: Path) -> None:
+    from tickerd import SymbolUniverse
+    from tickerd.feeds import FeedConfigError, build_feeds
+
+    with pytest.raises(
+        FeedConfigError, match="--record records the trades of --feed mirror or push"
+    ):
+        build_feeds(Settings(feed="synthetic", record=str(tmp_path)), SymbolUniverse.default(),
+                    ManualClock())  # fmt: skip
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(FeedConfigError, match="cannot create"):
+        build_feeds(Settings(feed="mirror", record=str(blocker / "x")), SymbolUniverse.default(),
+                    ManualClock())  # fmt: skip

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..book import PriceBook
 from ..clock import Clock
 from ..config import Settings
 from ..errors import TickerdError
 from ..symbols import SymbolUniverse
+
+if TYPE_CHECKING:
+    from .recording import TradeRecorder
 
 
 class Feed(Protocol):
@@ -87,14 +90,7 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     proxy = settings.mirror_proxy
     if proxy and not proxy.startswith(("http://", "https://")):
         raise FeedConfigError(f"--mirror-proxy must be an http(s) URL, not {proxy!r}")
-    recorder = None
-    if settings.record:
-        from .recording import TradeRecorder
-
-        try:
-            recorder = TradeRecorder(settings.record, plan.clock or clock)
-        except OSError as exc:
-            raise FeedConfigError(str(exc)) from None
+    recorder = _recorder(settings, plan, clock)
     try:
         feed = MirrorFeed(
             universe,
@@ -112,6 +108,22 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     except ValueError as exc:  # a stream route that cannot serve aggTrade, a bad interval
         raise FeedConfigError(f"--feed mirror: {exc}") from None
     plan.feeds.append(feed)
+
+
+def _recorder(settings: Settings, plan: FeedPlan, clock: Clock) -> TradeRecorder | None:
+    """The one recorder of ``--record`` (shared by the mirror and the push ingest)."""
+    if not settings.record:
+        return None
+    for feed in plan.feeds:
+        found = getattr(feed, "recorder", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    from .recording import TradeRecorder
+
+    try:
+        return TradeRecorder(settings.record, plan.clock or clock)
+    except OSError as exc:
+        raise FeedConfigError(str(exc)) from None
 
 
 def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
@@ -132,6 +144,11 @@ def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Feed
             symbols=symbols,
         )
     )
+    recorder = _recorder(settings, plan, clock)
+    if recorder is not None:
+        from .recording import BookRecording
+
+        plan.feeds.append(BookRecording(recorder, plan.feeds[-1]))
 
 
 def _replay(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
@@ -200,7 +217,7 @@ def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> F
         if builder is None:
             raise FeedConfigError(f"unknown feed {name!r}; known: {', '.join(BUILDERS)}")
         builder(settings, universe, clock, plan)
-    if settings.record and "mirror" not in names:
-        raise FeedConfigError("--record records the mirror's trades: it needs --feed mirror")
+    if settings.record and not {"mirror", "push"} & set(names):
+        raise FeedConfigError("--record records the trades of --feed mirror or push")
     assign_symbols(plan, universe)
     return plan

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -44,8 +44,10 @@ from typing import IO, Any
 
 import orjson
 
+from ..book import PriceBook
 from ..clock import Clock
 from ..models import Tick
+from .state import FeedState
 
 log = logging.getLogger("tickerd.feeds.recording")
 
@@ -180,29 +182,39 @@ class TradeRecorder:
     def record(
         self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
     ) -> None:
-        """Buffer one row; rows whose id is not above the symbol's last are dropped.
-
-        The hot path: a time check against the open file's day, an id check, one tuple;
-        the text is made at :meth:`flush`, for all buffered rows at once.
-        """
-        symbol, price, t = tick
-        f = self._files.get(symbol)
-        if f is None or not f.start <= t < f.end:
-            if f is not None and t < f.start:
-                self.duplicates += 1  # cannot happen through the mirror; never reopen a day
-                return
-            f = self._open(symbol, t)
-            if f is None:
-                self.late += 1
-                return
+        """Buffer one row; rows whose id is not above the symbol's last are dropped."""
+        f = self._file_for(tick)
+        if f is None:
+            return
         if agg_id <= f.last_id:
             self.duplicates += 1
             return
         f.last_id = agg_id
-        f.events.append((agg_id, price, quantity, first_id, last_id, t, maker))
+        f.events.append((agg_id, tick.price, quantity, first_id, last_id, tick.time_ms, maker))
         self._buffered += 1
         if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
+
+    def record_tick(self, tick: Tick) -> None:
+        """Buffer a tick that came without trade details (the push ingest): its aggregate id
+        is the symbol's last plus one, quantity ``0.0``, trade ids the aggregate id."""
+        f = self._file_for(tick)
+        if f is None:
+            return
+        agg = max(f.last_id, 0) + 1
+        self.record(tick, agg, "0", agg, agg, False)
+
+    def _file_for(self, tick: Tick) -> _File | None:
+        f = self._files.get(tick.symbol)
+        t = tick.time_ms
+        if f is None or not f.start <= t < f.end:
+            if f is not None and t < f.start:
+                self.duplicates += 1  # a symbol's days only move forward; never reopen one
+                return None
+            f = self._open(tick.symbol, t)
+            if f is None:
+                self.late += 1
+        return f
 
     def flush(self) -> None:
         """Write every buffered row (whole lines) to its file."""
@@ -406,3 +418,45 @@ def _last_id_in(folder: Path, symbol: str) -> int:
         if head.isdigit():
             return int(head)
     return -1
+
+
+class BookRecording:
+    """Records what another feed applies to the book (the push ingest, whose ticks carry
+    no trade details), as a companion in the feed list: it claims no symbol, listens to
+    the book for the source feed's symbols, and runs the recorder's flush loop."""
+
+    name = "record"
+
+    def __init__(self, recorder: TradeRecorder, source: Any) -> None:
+        self.recorder = recorder
+        self.source = source  # a feed with ``symbols`` (assigned before prime)
+        self.symbols: frozenset[str] = frozenset()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def prime(self, book: PriceBook) -> None:
+        """Start listening to the book."""
+        if self._unsubscribe is None:
+            self._unsubscribe = book.subscribe(self._on_ticks)
+
+    async def run(self, book: PriceBook) -> None:
+        """Flush and zip until cancelled; then the last rows."""
+        self.prime(book)
+        try:
+            await self.recorder.run()
+        finally:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            self.recorder.close()
+
+    def status(self) -> dict[str, Any]:
+        """The recorder's counters, for ``/healthz``."""
+        return {"state": FeedState.UP, "feed": getattr(self.source, "name", "?"),
+                **self.recorder.status()}  # fmt: skip
+
+    def _on_ticks(self, ticks: Sequence[Tick]) -> None:
+        wanted = getattr(self.source, "symbols", None) or frozenset()
+        record = self.recorder.record_tick
+        for tick in ticks:
+            if tick.symbol in wanted:
+                record(tick)
