@@ -10,7 +10,7 @@ Theory of operation
 -------------------
 * Files are grouped by symbol. One symbol's files are read one after another in date order
   (their days must not overlap), so one file per symbol is open at a time; the symbols are
-  merged in time order with :func:`heapq.merge` (equal times: symbols in name order).
+  merged in time order (equal times: symbols in name order; :func:`.trade_order.merged`).
 * The feed owns a :class:`~tickerd.clock.ReplayClock`, which the server follows: it starts
   at the first trade's time. Speeds:
 

@@ -2,29 +2,25 @@
 
 Files are grouped by symbol. One symbol's files are read one after another in date order
 (their days must not overlap), each on that symbol's own grid, so one file per symbol is
-open at a time; the symbols are merged in time order with :func:`heapq.merge` (equal times:
-symbols in name order).
+open at a time; the symbols are merged in time order by :func:`.trade_order.merged`
+(equal times: symbols in name order).
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import chain, islice, pairwise
-from operator import itemgetter
 from pathlib import Path
 
 from ..models import SymbolInfo, Tick
 from ..symbols import SymbolUniverse
 from .binance_files import FileSpec, ReplayFileError, csv_size, discover
-from .trade_order import Block, ordered
+from .trade_order import Block, merged, ordered
 from .trade_rows import BLOCK_BYTES, ReadCount, read_blocks
 
 log = logging.getLogger("tickerd.feeds.replay")
-
-_TIME = itemgetter(2)  # Tick.time_ms
 
 
 class ReplaySource:
@@ -52,7 +48,7 @@ class ReplaySource:
         groups: dict[str, list[FileSpec]] = {}
         for spec in self.files:
             groups.setdefault(spec.symbol, []).append(spec)
-        streams: list[Iterator[Tick]] = []
+        streams: list[Iterator[list[Tick]]] = []
         for symbol in sorted(groups):
             info = universe.get(symbol)
             if info is None:
@@ -69,14 +65,15 @@ class ReplaySource:
             # would read ``info`` late, when the last symbol's grid is in it).
             blocks = self._symbol_blocks(specs, info)
             window = f"the reorder window ({block_bytes} bytes of rows)"
-            streams.append(chain.from_iterable(ordered(blocks, window=window)))
+            streams.append(ordered(blocks, window=window))
         self.symbols = frozenset(groups)
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_TIME)
-        first = next(merged, None)
+        lists = streams[0] if len(streams) == 1 else merged(streams)
+        ticks = chain.from_iterable(lists)
+        first = next(ticks, None)
         if first is None:
             raise ReplayFileError(self.files[0].path, "no trades in the replay files")
         self.first_time_ms: int = first.time_ms
-        self._it: Iterator[Tick] = chain((first,), merged)
+        self._it: Iterator[Tick] = chain((first,), ticks)
         self.exhausted = False
 
     def _symbol_blocks(self, specs: list[FileSpec], info: SymbolInfo) -> Iterator[Block]:
