@@ -146,7 +146,7 @@ def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Feed
     )
     recorder = _recorder(settings, plan, clock)
     if recorder is not None:
-        from .recording import BookRecording
+        from .book_recording import BookRecording
 
         plan.feeds.append(BookRecording(recorder, plan.feeds[-1]))
 

@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -44,10 +44,8 @@ from typing import IO, Any
 
 import orjson
 
-from ..book import PriceBook
 from ..clock import Clock
 from ..models import Tick
-from .state import FeedState
 
 log = logging.getLogger("tickerd.feeds.recording")
 
@@ -418,45 +416,3 @@ def _last_id_in(folder: Path, symbol: str) -> int:
         if head.isdigit():
             return int(head)
     return -1
-
-
-class BookRecording:
-    """Records what another feed applies to the book (the push ingest, whose ticks carry
-    no trade details), as a companion in the feed list: it claims no symbol, listens to
-    the book for the source feed's symbols, and runs the recorder's flush loop."""
-
-    name = "record"
-
-    def __init__(self, recorder: TradeRecorder, source: Any) -> None:
-        self.recorder = recorder
-        self.source = source  # a feed with ``symbols`` (assigned before prime)
-        self.symbols: frozenset[str] = frozenset()
-        self._unsubscribe: Callable[[], None] | None = None
-
-    def prime(self, book: PriceBook) -> None:
-        """Start listening to the book."""
-        if self._unsubscribe is None:
-            self._unsubscribe = book.subscribe(self._on_ticks)
-
-    async def run(self, book: PriceBook) -> None:
-        """Flush and zip until cancelled; then the last rows."""
-        self.prime(book)
-        try:
-            await self.recorder.run()
-        finally:
-            if self._unsubscribe is not None:
-                self._unsubscribe()
-                self._unsubscribe = None
-            self.recorder.close()
-
-    def status(self) -> dict[str, Any]:
-        """The recorder's counters, for ``/healthz``."""
-        return {"state": FeedState.UP, "feed": getattr(self.source, "name", "?"),
-                **self.recorder.status()}  # fmt: skip
-
-    def _on_ticks(self, ticks: Sequence[Tick]) -> None:
-        wanted = getattr(self.source, "symbols", None) or frozenset()
-        record = self.recorder.record_tick
-        for tick in ticks:
-            if tick.symbol in wanted:
-                record(tick)
