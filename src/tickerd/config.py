@@ -72,6 +72,9 @@ REQUIREMENTS: dict[str, Requirement] = {
     "feed:replay": Requirement("--feed with replay", lambda s: "replay" in _feeds_of(s)),
     "feed:mirror": Requirement("--feed with mirror", lambda s: "mirror" in _feeds_of(s)),
     "feed:push": Requirement("--feed with push", lambda s: "push" in _feeds_of(s)),
+    "feed:record": Requirement(
+        "--feed with mirror or push", lambda s: bool({"mirror", "push"} & set(_feeds_of(s)))
+    ),
     "store": Requirement("--store", lambda s: bool(s.store)),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
 }
@@ -168,6 +171,15 @@ class Settings:
         choices=("max", "step"),
         requires="feed:replay",
     )
+    replay_progress_every: float = setting(
+        5.0,
+        help="time between replay progress log lines",
+        group="feeds",
+        **_SECONDS,
+        min=0.1,
+        max=DAY_S,
+        requires="feed:replay",
+    )
     mirror_rest_url: str = setting(
         "https://fapi.binance.com",
         help="REST base URL the mirror bootstraps prices from",
@@ -191,6 +203,59 @@ class Settings:
         kind="symbols",
         default_text="all TRADING",
         requires="feed:mirror",
+    )
+    mirror_stale_after: float = setting(
+        60.0,
+        help="time without an event before a mirrored symbol is stale",
+        group="feeds",
+        **_SECONDS,
+        min=1,
+        max=DAY_S,
+        requires="feed:mirror",
+    )
+    mirror_rollover_after: float = setting(
+        float(23 * 3600 + 50 * 60),
+        help="age at which a stream connection is replaced (Binance cuts at 24 h)",
+        group="feeds",
+        **_SECONDS,
+        min=60,
+        max=DAY_S,
+        requires="feed:mirror",
+    )
+    mirror_idle_timeout: float = setting(
+        300.0,
+        help="silence after which a stream socket is replaced",
+        group="feeds",
+        **_SECONDS,
+        min=1,
+        max=DAY_S,
+        requires="feed:mirror",
+    )
+    mirror_universe_every: float = setting(
+        3600.0,
+        help="time between exchangeInfo refreshes of the universe",
+        group="feeds",
+        **_SECONDS,
+        min=0,
+        max=7 * DAY_S,
+        special={0: "off"},
+        requires="feed:mirror",
+    )
+    mirror_proxy: str | None = setting(
+        None,
+        help="http(s) proxy for the mirror's REST and streams",
+        group="feeds",
+        kind="proxy",
+        default_text="HTTPS_PROXY/NO_PROXY",
+        requires="feed:mirror",
+    )
+    record: str | None = setting(
+        None,
+        help="folder to record the mirror's and push's trades in as Binance aggTrades files",
+        group="feeds",
+        kind="folder",
+        default_text="none",
+        requires="feed:record",
     )
     push_host: str = setting(
         "127.0.0.1",
