@@ -34,7 +34,8 @@ wins over its variable). A bad value stops tickerd with one line and exit status
 _METAVARS = {
     "float": "N", "int": "N", "choice": "LEVEL", "list": "NAMES", "symbols": "SYMBOLS",
     "host": "HOST", "path": "PATH", "url": "URL", "file": "FILE", "paths": "PATHS",
-    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT",
+    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT", "proxy": "URL",
+    "folder": "FOLDER",
 }  # fmt: skip
 _UNIT_METAVARS = {"s": "SECONDS", "bytes": "BYTES", "ticks/s": "RATE"}
 

@@ -87,8 +87,8 @@ class MirrorStats:
 def retry_after(headers: Mapping[str, str] | None) -> int | None:
     """The ``Retry-After`` header in whole seconds, if it is one (dates are ignored)."""
     value = headers.get("Retry-After") if headers is not None else None
-    if value is None or not value.strip().isdigit():
-        return None
+    if value is None or not value.strip().isdigit() or not value.isascii():
+        return None  # isdigit() is also true of "²" or "١", which int() refuses
     return int(value.strip())
 
 
