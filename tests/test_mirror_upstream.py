@@ -18,6 +18,7 @@ from fake_binance import FakeBinance, eventually
 from test_mirror import LOGGER, T0, make_feed, price, running, universe, with_fake
 from tickerd import PriceBook, Settings
 from tickerd.clock import ManualClock
+from tickerd.config import setting_names
 from tickerd.feeds import build_feeds
 from tickerd.feeds.mirror import MirrorFeed
 from tickerd.feeds.state import FeedState
@@ -187,15 +188,17 @@ def test_timers_universe_period_and_proxy_are_settings() -> None:
     assert feed.timers.rollover_after_s == 120 and feed.timers.idle_timeout_s == 7
     assert feed.proxy == "http://127.0.0.1:3128"
     from tickerd.cli import build_parser
+    from tickerd.validation import resolve
 
     args = build_parser({}).parse_args(
-        ["serve", "--mirror-stale-after", "5", "--mirror-idle-timeout", "7",
+        ["serve", "--feed", "mirror", "--mirror-stale-after", "5", "--mirror-idle-timeout", "7",
          "--mirror-rollover-after", "120", "--mirror-universe-every", "0",
          "--mirror-proxy", "http://127.0.0.1:3128"]
     )  # fmt: skip
-    assert (args.mirror_stale_after, args.mirror_idle_timeout) == (5, 7)
-    assert (args.mirror_rollover_after, args.mirror_universe_every) == (120, 0)
-    assert args.mirror_proxy == "http://127.0.0.1:3128"
+    read = resolve({n: getattr(args, n, None) for n in setting_names()}, {}).settings
+    assert (read.mirror_stale_after, read.mirror_idle_timeout) == (5, 7)
+    assert (read.mirror_rollover_after, read.mirror_universe_every) == (120, 0)
+    assert read.mirror_proxy == "http://127.0.0.1:3128"
 
 
 def test_states_starting_up_stale_down() -> None:

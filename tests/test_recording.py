@@ -319,3 +319,11 @@ def test_record_needs_a_feed_to_record(tmp_path: Path) -> None:
     with pytest.raises(FeedConfigError, match="cannot create"):
         build_feeds(Settings(feed="mirror", record=str(blocker / "x")), SymbolUniverse.default(),
                     ManualClock())  # fmt: skip
+
+
+def test_the_readme_shows_the_header_and_a_row_as_recorded() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```text recording-format\n", 1)[1].split("```", 1)[0]
+    header, row = block.splitlines()
+    assert header.split(",") == AGG_HEADER
+    assert len(row.split(",")) == len(AGG_HEADER) and row.endswith(("true", "false"))

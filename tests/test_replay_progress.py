@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -93,11 +94,16 @@ def test_progress_period_is_a_setting() -> None:
             ReplayOptions.parse(str(BTC_DAY), "max", bad)
 
 
-def _healthz(rest_or_ws: str) -> dict[str, object]:
+def _healthz(rest_or_ws: str) -> tuple[int, dict[str, object]]:
+    """The HTTP status and document of ``/healthz`` (503 is an answer, not an error)."""
     url = rest_or_ws.replace("ws://", "http://").rsplit("/ws-fapi", 1)[0] + "/healthz"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        result: dict[str, object] = json.loads(response.read())
-    return result
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    result: dict[str, object] = json.loads(body)
+    return status, result
 
 
 def test_a_bad_row_is_one_error_line_and_healthz_says_failed(
@@ -110,7 +116,8 @@ def test_a_bad_row_is_one_error_line_and_healthz_says_failed(
     f.write_text("id,price,qty,quote_qty,time,is_buyer_maker\n" + "\n".join(rows) + "\n")
     srv = server("--feed", "replay", "--replay-path", str(f), "--replay-speed", "max")
     srv.wait_log("replay stopped by a bad row")
-    health = _healthz(srv.url)
+    status, health = _healthz(srv.url)
+    assert (status, health["status"]) == (503, "unavailable")  # prices stop at the bad row
     replay = health["feeds"]["replay"]  # type: ignore[index]
     assert replay["state"] == "failed" and replay["applied"] == 35_000
     assert replay["last_trade_time"] == 1_704_067_200_000 + 34_999

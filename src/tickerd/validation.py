@@ -200,8 +200,8 @@ def read_proxy(text: str, rules: Mapping[str, Any]) -> str:
         return text
     try:
         return read_url(text, {"schemes": ("http", "https")})
-    except ValueError:
-        raise ValueError("expected an http:// or https:// URL, or none") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or none") from None
 
 
 def read_folder(text: str, rules: Mapping[str, Any]) -> str:

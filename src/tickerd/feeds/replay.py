@@ -214,12 +214,15 @@ class ReplayFeed:
             await self._run_paced(book, self.speed.factor)
 
     def state(self) -> FeedState:
-        """starting (nothing applied yet), up, finished, or failed (stopped by a bad row)."""
+        """starting (nothing applied yet), up, finished, or failed (stopped by a bad row).
+
+        A step replay is up from the start: it waits for its caller, not for data.
+        """
         if self.error is not None:
             return FeedState.FAILED
         if self.finished:
             return FeedState.FINISHED
-        return FeedState.UP if self.applied else FeedState.STARTING
+        return FeedState.UP if self.applied or self.stepped else FeedState.STARTING
 
     def progress(self) -> dict[str, Any]:
         """How far the replay is: bytes, trades, replay clock (UTC) and the time left."""
