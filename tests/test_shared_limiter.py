@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
 
 from tickerd.cluster.shared_limiter import SharedLimiter, Unreachable
 from tickerd.errors import BinanceError
+from tickerd.ratelimit import BANNED, REFUSED, UNBANNED, LimitEvent
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE
@@ -149,3 +151,24 @@ def test_refusals_past_the_grace_ban_cluster_wide() -> None:
             statuses.append(err.status)
     assert statuses[:5] == [200] * 5 and statuses[5] == 429 and statuses[-1] == 418
     assert "8.8.8.8" in redis.bans
+
+
+def test_the_listener_hears_a_first_429_a_ban_and_its_end_from_the_lease_path() -> None:
+    redis, clock = FakeRedis(), [0.0]
+    events: list[LimitEvent] = []
+    w = SharedLimiter(redis, 5, monotonic=lambda: clock[0], listener=events.append)
+    for _ in range(5 + w.ban_grace + 2):
+        with contextlib.suppress(BinanceError):
+            w.charge("9.9.9.9", 1, T0 + 1_000)
+    assert [e.kind for e in events] == [REFUSED, BANNED]  # one 429 line per minute, one ban
+    refused, banned = events
+    assert (refused.key, refused.used, refused.limit, refused.until_ms) == (
+        "9.9.9.9", 6, 5, T0 + MINUTE
+    )  # fmt: skip
+    assert banned.until_ms == redis.bans["9.9.9.9"] and banned.bans == 1
+    # The ban ends; the client comes back in a later minute: one "unbanned", then served.
+    clock[0] = 3 * MINUTE / 1000 + 1
+    redis.now = banned.until_ms + 1
+    assert w.charge("9.9.9.9", 1, banned.until_ms + 1) == 1
+    assert [e.kind for e in events] == [REFUSED, BANNED, UNBANNED]
+    assert events[-1].until_ms == banned.until_ms

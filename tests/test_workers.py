@@ -148,4 +148,6 @@ def test_workers_without_redis_refuse_the_control_plane_and_push() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip() == "tickerd: --workers must be 1 to 1024 or auto, not 'zero'"
+    assert done.stderr == (
+        "tickerd serve: --workers 'zero': expected an integer from 1 to 1024 or auto\n"
+    )

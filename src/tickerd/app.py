@@ -24,6 +24,7 @@ from .control.scenario import load_scenario
 from .errors import TickerdError
 from .feeds import Feed, FeedRegistry, FeedState, build_feeds
 from .health import FeedHealth, assess
+from .limit_log import LimitLog
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
@@ -33,6 +34,7 @@ from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.ws import WSOptions, WSServer
+from .validation import check_settings
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -57,6 +59,7 @@ class Service:
         sockets: dict[str, Any] | None = None,
         worker: int | None = None,
     ) -> None:
+        check_settings(settings)  # the rules of the flags, for Settings built in Python
         self.settings = settings
         # --workers: the listening sockets the supervisor hands over ("ws", "rest"), and
         # which worker this is (shown on /healthz).
@@ -79,9 +82,10 @@ class Service:
         self.book = PriceBook(universe)
         # -- cluster hook: --redis swaps in the shared limiter, the book bus, the feed lease
         self.cluster = _cluster_node(settings, self.book, self.controlled_clock)
-        self.limiter = self.cluster.limiter if self.cluster else RateLimiter(settings.weight_limit)
         self.proxies = _client_resolver(settings)  # --trusted-proxy
         # -- end of the cluster hook
+        self.limiter = self.cluster.limiter if self.cluster else RateLimiter(settings.weight_limit)
+        self.limiter.listener = LimitLog()
         self.protocol = Protocol(self.book, self.limiter)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
         self.rest = RestApi(self.book, self.limiter, universe)
@@ -197,7 +201,7 @@ class Service:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
-            restored = await self.store.restore(self.book)
+            restored = await self.store.restore(self.book, self.clock.now_ms())
             self.store.attach(self.book)
             summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         if self.cluster is None:
@@ -345,8 +349,6 @@ def _cluster_node(settings: Settings, book: PriceBook, clock: Clock) -> ClusterN
         raise TickerdError(
             f"--redis needs the cluster extra (pip install 'tickerd[cluster]'): {exc}"
         ) from None
-    if not 300 <= settings.feed_lease_ms <= 600_000:
-        raise TickerdError("--feed-lease-ms must be 300 to 600000")
     options = NodeOptions(
         settings.redis,
         settings.weight_limit,

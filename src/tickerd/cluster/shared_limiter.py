@@ -21,6 +21,10 @@ worker (the reuseport pin, or one connection) that is exact. For an IP spread ov
 it leaves out what others admitted since this worker's last lease and counts what they hold
 unspent; both are bounded by the others' outstanding leases.
 
+The first 429 of a lease's minute, a ban made here and a ban's end go to the
+``listener`` as :class:`~tickerd.ratelimit.LimitEvent` (as the base limiter's do); a ban
+another worker made is its to report.
+
 Bans are cluster-wide: :meth:`ban` sets a Redis key with the ban's TTL and announces it
 (``BanSink``); a lease call for a banned IP returns the ban's remaining time.
 
@@ -37,7 +41,7 @@ from typing import Protocol
 
 from .. import weights
 from ..errors import rate_limited
-from ..ratelimit import ClientUsage, RateLimiter
+from ..ratelimit import REFUSED, UNBANNED, ClientUsage, LimitEvent, RateLimiter
 
 GRANT_DIVISOR = 8
 MAX_LEASES = 100_000
@@ -91,11 +95,12 @@ class SharedLimiter(RateLimiter):
         limit: int = weights.REQUEST_WEIGHT_LIMIT,
         *,
         on_outage: Callable[[], None] | None = None,
+        listener: Callable[[LimitEvent], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         divisor: int = GRANT_DIVISOR,
         **kwargs: int,
     ) -> None:
-        super().__init__(limit, **kwargs)  # type: ignore[arg-type]
+        super().__init__(limit, listener=listener, **kwargs)  # type: ignore[arg-type]
         self.source = source
         self.on_outage = on_outage
         self.monotonic = monotonic
@@ -112,8 +117,11 @@ class SharedLimiter(RateLimiter):
         if self.down:
             return self._charge_local(key, weight, now_ms)
         c = self._clients.get(key)
-        if c is not None and c.ban_until > now_ms:
-            raise self._banned(key, c, now_ms)
+        if c is not None and c.ban_until:
+            if c.ban_until > now_ms:
+                raise self._banned(key, c, now_ms)
+            self._tell(UNBANNED, key, c, now_ms)
+            c.ban_until = 0
         lease = self._leases.get(key)
         if lease is None or self.monotonic() >= lease.deadline:
             lease = self._renew(key, weight, now_ms, None)
@@ -136,6 +144,11 @@ class SharedLimiter(RateLimiter):
             c = self._clients[key]
             c.used = count
             raise self._banned(key, c, now_ms)
+        if lease.refusals == 1 and self.listener is not None:
+            c = self._clients.get(key)
+            bans = c.bans if c is not None else 0
+            event = LimitEvent(REFUSED, key, now_ms, lease.ends_ms, count, self.limit, bans)
+            self.listener(event)
         raise rate_limited(key, self.limit, lease.ends_ms, now_ms, count)
 
     def _renew(self, key: str, weight: int, now_ms: int, lease: Lease | None) -> Lease | None:
