@@ -48,6 +48,7 @@ GROUPS: dict[str, str] = {
     "store": "Store",
     "control": "Control",
     "tls": "TLS",
+    "cluster": "Cluster",
 }
 
 
@@ -73,6 +74,7 @@ REQUIREMENTS: dict[str, Requirement] = {
     ),
     "store": Requirement("--store", lambda s: bool(s.store)),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
+    "redis": Requirement("--redis", lambda s: bool(s.redis)),
 }
 
 

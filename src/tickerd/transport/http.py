@@ -28,7 +28,7 @@ from aiohttp import web
 from ..clock import Clock
 from ..rest import RestApi, RestReply
 from .aio import Site
-from .ws import client_ip
+from .ws import peer_client
 
 log = logging.getLogger("tickerd.server")
 
@@ -42,6 +42,7 @@ class RestOptions:
 
     host: str = "127.0.0.1"
     port: int = 9001
+    sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
 
 class HTTPServer:
@@ -64,6 +65,9 @@ class HTTPServer:
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
+        # Load-balancer hooks (see WSServer): the client of a request, a protocol in front.
+        self.client_of: Callable[[Any, Any], str] = peer_client
+        self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
 
     @property
     def port(self) -> int:
@@ -77,6 +81,8 @@ class HTTPServer:
             self.options.host,
             self.options.port,
             max_body_bytes=CLIENT_MAX_SIZE,
+            sock=self.options.sock,
+            wrap=self.wrap,
             backlog=1024,
         )
 
@@ -98,7 +104,7 @@ class HTTPServer:
             request.method,
             path,
             url.raw_query_string,
-            client_ip(peer),
+            self.client_of(peer, request.headers),
             self.clock.now_ms(),
         )
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
