@@ -4,7 +4,7 @@
 Usage, from the repository root with the dev venv's Python::
 
     python benchmarks/run.py                        # 3 reps, 1 s warm-up + 3 s per measurement
-    python benchmarks/run.py --quick                # smoke run, under a minute (see below)
+    python benchmarks/run.py --quick                # smoke run, a minute or two (see below)
     python benchmarks/run.py --reps 5 --duration 5 --wsload /path/to/wsload
     python benchmarks/run.py --render benchmarks/RESULTS.json   # re-write the .md, no measuring
 
@@ -22,9 +22,13 @@ Scenarios: single-pipelined (50 conns x 20 in flight), single-unpipelined (200 x
 open-loop-20k (20 000 req/s offered, latency from the intended send time), all-symbols
 (512 symbols, 50 x 4), idle-connections (10 000 open WebSockets, tickerd's RSS),
 slow-reader (all-symbols requests, never read: RSS growth and the cut-off), book-updates
-(PriceBook.apply, batches of 1000), replay-parse, and generator-ceiling (loadgen against
-the echo server). With ``--wsload PATH`` an independent generator re-measures
-single-pipelined against naive and tickerd.
+(PriceBook.apply, batches of 1000), replay-parse, generator-ceiling (loadgen against
+the echo server), and two counted by valgrind's callgrind, once per run: mirror-recording
+(instructions per aggTrade through the mirror's state with and without a TradeRecorder)
+and instructions (``benchmarks/instructions.py``: tickerd's and echo's instructions per
+request); without valgrind they say "not measured: valgrind missing". With
+``--wsload PATH`` an independent generator re-measures single-pipelined against naive and
+tickerd. The parts live in ``benchmarks/harness/``.
 
 The generator sleeps in epoll between events, as real clients and the independent wsload
 do; ``--spin USEC`` makes it poll that long first (loadgen ``-b``), which spares a server
@@ -35,11 +39,13 @@ Noise control: before each run the harness waits (at most 3 s) for a lull in oth
 CPU 0, records that other work's share of CPU 0 during the run (``cpu0 other``), and
 measures again, once, a run meant to saturate the server whose ``srv_cpu`` stayed below 0.9.
 ``--quick`` (the test suite's smoke run): 1 repetition, 0.5 s warm-up + 1 s, 1000 idle
-connections, a smaller slow-reader volume and replay file, no waiting and no re-runs.
+connections, a smaller slow-reader volume and replay folder, fewer events and requests
+under callgrind, no waiting and no re-runs.
 
-replay-parse measures ``parse_rows(path, universe)`` of ``tickerd.feeds.replay`` (or, until
-that module exists, of ``tickerd.feeds.binance_files``) on a generated trades file, and
-reports "not measured: replay feed not built" when neither has it.
+replay-parse reads a folder of trades files of four symbols on different grids (BTCUSDT,
+ETHUSDT, DOGEUSDT, 1000BONKUSDT) the way ``--replay-path`` does
+(``tickerd.feeds.replay_source.ReplaySource``: each symbol parsed on its own grid, all merged
+in time order) and reports the rows per second.
 
 Output: RESULTS.md (``--out``) and the raw results as JSON beside it (same name, ``.json``).
 The default ``--out`` is the committed ``benchmarks/RESULTS.md`` for a full run and
@@ -69,9 +75,11 @@ from pathlib import Path
 from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.callgrind import instructions, mirror_recording
 from harness.config import (
     ALL_SYMBOLS,
     GEN_CPU,
+    RECORDING_EVENTS,
     ROOT,
     SCENARIOS,
     SERVER_CPU,
@@ -112,6 +120,10 @@ def run_rep(ctx: Ctx, index: int) -> Result:
     rows = 100_000 if ctx.plan.quick else 1_000_000
     with on_cpu(SERVER_CPU if ctx.plan.pin else None):
         rep["replay-parse"] = replay_parse(ctx.servers.workdir, rows)
+    if index == 0:
+        events = 4000 if ctx.plan.quick else RECORDING_EVENTS
+        rep["mirror-recording"] = mirror_recording(ctx.servers.workdir, events)
+        rep["instructions"] = instructions(ctx.servers.workdir, ctx.plan.quick)
     return rep
 
 

@@ -41,7 +41,12 @@ SCENARIOS: dict[str, str] = {
     "book-updates": "PriceBook.apply, batches of 1000 pre-built ticks",
     "replay-parse": "a replay of several symbols (tick sizes 0.1 to 0.000001), parsed and merged",
     "generator-ceiling": "loadgen -E against the echo server (50 x 20)",
+    "mirror-recording": "callgrind: MirrorState.on_event per aggTrade, with / without a TradeRecorder",
+    "instructions": "callgrind: instructions per request (benchmarks/instructions.py)",
 }
+# Instruction counts do not vary from one repetition to the next: counted once, in the first.
+COUNTED_ONCE = ("mirror-recording", "instructions")
+RECORDING_EVENTS = 20_000  # aggTrade events per phase of mirror-recording (--quick: 4000)
 
 Result = dict[str, Any]
 
@@ -72,7 +77,8 @@ class Plan:
         runs = 12 + (2 if self.wsload else 0)
         per_run = self.warmup + self.duration + 1.5 + (0 if self.quick else QUIET_WAIT_S / 2)
         rep = runs * per_run + 7 * 1.5 + self.idle_conns / 1000 + 12
-        return 20 + self.reps * rep * (1.3 if self.rerun else 1.0)
+        counted = 40 if self.quick else 60 + 600  # mirror-recording; instructions.py (full)
+        return 20 + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
 
 
 def parse_args(argv: list[str], description: str | None = None) -> Plan:

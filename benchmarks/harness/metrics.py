@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import SATURATED, Result
+from .config import COUNTED_ONCE, SATURATED, Result
 
 # -- metrics ---------------------------------------------------------------------------------
 
@@ -114,7 +114,7 @@ class Metric:
     scenario: str
     label: str
     value: Callable[[Result], float | None]
-    fmt: str  # "x" ratio, "us", "mb", "rate", "cpu", "s"
+    fmt: str  # "x" ratio, "us", "mb", "rate", "cpu", "s", "instr" (a count)
     target: tuple[str, float] | None = None  # (">=" | "<=" | "<", bound)
     saturation: tuple[str, tuple[str, ...]] | None = None  # scenario, servers
 
@@ -122,6 +122,7 @@ class Metric:
 def metrics() -> list[Metric]:
     """Every headline row, in report order."""
     s1, s2, s3, s4 = "single-pipelined", "single-unpipelined", "open-loop-20k", "all-symbols"
+    mr, ins = "mirror-recording", "instructions"
     trio = ("naive", "echo", "tickerd")
     four = ("naive", "constant", "tickerd", "tickerd-ticking")
     return [
@@ -150,6 +151,13 @@ def metrics() -> list[Metric]:
         Metric("replay-parse", "rows/s parsed", field_of("replay-parse", "rows_per_s"), "rate", (">=", 1e6)),
         Metric("generator-ceiling", "echo req/s", lg_field(s1, "echo", "rps"), "rate"),
         Metric("generator-ceiling", "gen_cpu (server saturated)", gen_ceiling, "cpu", ("<", 1.0), (s1, ("echo",))),
+        Metric(mr, "recorded / plain instructions", field_of(mr, "ratio"), "x", ("<=", 1.10)),
+        Metric(mr, "instructions per aggTrade, plain", field_of(mr, "plain_instr_per_event"), "instr"),
+        Metric(mr, "instructions per aggTrade, recorded", field_of(mr, "recorded_instr_per_event"), "instr"),
+        Metric(ins, "tickerd per request, pipelined", field_of(ins, "tickerd_pipelined"), "instr"),
+        Metric(ins, "tickerd per request, unpipelined", field_of(ins, "tickerd_unpipelined"), "instr"),
+        Metric(ins, "echo per request, pipelined", field_of(ins, "echo_pipelined"), "instr"),
+        Metric(ins, "echo per request, unpipelined", field_of(ins, "echo_unpipelined"), "instr"),
     ]  # fmt: skip
 
 
@@ -172,6 +180,7 @@ def fmt(value: float | None, kind: str) -> str:
         "rate": f"{value:,.0f}/s",
         "cpu": f"{value:.2f}",
         "s": f"{value:.2f} s",
+        "instr": f"{value:,.0f}",
     }[kind]
 
 
@@ -200,12 +209,14 @@ def summarise(reps: list[Result]) -> list[Result]:
     """The headline rows: per-repetition values, median, spread and verdict."""
     rows = []
     for m in metrics():
-        values = [m.value(rep) for rep in reps]
+        values = [m.value(rep) for rep in (reps[:1] if m.scenario in COUNTED_ONCE else reps)]
         got = [v for v in values if v is not None]
         median = statistics.median(got) if got else None
         if m.target is None:
             verdict = "info"
-        elif median is None and not_measured(reps, m.scenario):
+        elif median is None and not_measured(
+            reps[:1] if m.scenario in COUNTED_ONCE else reps, m.scenario
+        ):
             verdict = "not measured"
         elif median is None:
             verdict = "ERR"

@@ -47,6 +47,12 @@ def machine() -> Result:
 
 # What is known about a target that misses, printed under the headline when it does.
 MISS_NOTES = {
+    ("mirror-recording", "recorded / plain instructions"): (
+        "What recording adds per applied aggTrade is CPython's cost of touching a row's seven "
+        "fields once to buffer them and once more to print them (orjson.dumps of the buffered "
+        "rows): a few hundred instructions a field, against a mirror path (orjson.loads, the "
+        "checks, PriceBook.update) of about 36 000."
+    ),
     ("open-loop-20k", "server CPU per request"): (
         "At 20 000 req/s nothing is pipelined: every request costs the server a wake-up, a "
         "read and a write. The echo server on the same transport (no protocol at all) "
@@ -197,6 +203,41 @@ def md_details(reps: list[Result], ctx_info: Result) -> list[str]:
     return out
 
 
+def md_callgrind(rep: Result) -> list[str]:
+    """The instruction counts section (counted once, in the first repetition)."""
+    out = ["## Instruction counts (callgrind)", "", COUNT_NOTE, ""]
+    ins = rep.get("instructions", {})
+    out += [f"### instructions: {SCENARIOS['instructions']}", ""]
+    if str(ins.get("status", "")).startswith("measured"):
+        out += [f"`{ins['argv']}`, instructions per request:", "",
+                "| server | pipelined | unpipelined |", "|---|---:|---:|"]  # fmt: skip
+        for who, label in (
+            ("tickerd", "tickerd"),
+            ("echo", "echo"),
+            ("over_echo", "tickerd over echo"),
+        ):
+            out.append(f"| {label} | {ins[f'{who}_pipelined']:,} | {ins[f'{who}_unpipelined']:,} |")
+    else:
+        out.append(f"{ins.get('status', 'not measured: not run')}.")
+    rec = rep.get("mirror-recording", {})
+    out += ["", f"### mirror-recording: {SCENARIOS['mirror-recording']}", ""]
+    if str(rec.get("status", "")).startswith("measured"):
+        out += [(f"{rec['events']:,} aggTrade events of BTCUSDT, ETHUSDT, DOGEUSDT and "
+                 "1000BONKUSDT, instructions per applied event:"), "",
+                "| without recording | with a TradeRecorder | ratio |", "|---:|---:|---:|",
+                (f"| {rec['plain_instr_per_event']:,} | {rec['recorded_instr_per_event']:,} | "
+                 f"{rec['ratio']:.3f}× |")]  # fmt: skip
+    else:
+        out.append(f"{rec.get('status', 'not measured: not run')}.")
+    return out
+
+
+COUNT_NOTE = (
+    "Counted by valgrind's callgrind with a fixed PYTHONHASHSEED: the same code and inputs "
+    "give the same count whatever else the machine runs, so these figures judge a hot-path "
+    "change where timings cannot. Counted once per run (a count does not vary between "
+    "repetitions)."
+)
 GEN_NOTE = (
     "The echo rows of single-pipelined above: loadgen's own CPU (gen_cpu) stays below one "
     "core while the server's core is saturated, so the generator is not the limit."
@@ -260,6 +301,7 @@ def render_md(doc: Result) -> str:
     ]
     if doc["plan"].get("wsload"):
         lines += ["", "## Cross-check with wsload (single-pipelined)", "", *md_wsload(doc["reps"])]
+    lines += ["", *md_callgrind(doc["reps"][0])]
     lines += ["", "## Details", *md_details(doc["reps"], doc["inputs"])]
     errors = [e for rep in doc["reps"] for e in rep.get("errors", [])]
     if errors:
