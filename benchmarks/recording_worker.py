@@ -105,18 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         # count is the steady cost per trade, not the day's first row.
         recorder = TradeRecorder(Path(tmp) / "rec", clock)
         apply_all(mirror(recorder), warm, recorder, now)
-        recorders = {"plain": None, "recorded": recorder}
-        for phase, recorder in recorders.items():
-            state = mirror(recorder)
+        phases: dict[str, TradeRecorder | None] = {"plain": None, "recorded": recorder}
+        for phase, attached in phases.items():
+            state = mirror(attached)
             wait(f"READY {phase}")
-            applied = apply_all(state, texts, recorder, now)
+            applied = apply_all(state, texts, attached, now)
             wait(f"DONE {phase} {applied}")
             if applied != len(texts):
                 return 1
-        rec = recorders["recorded"]
-        assert rec is not None
-        rec.close()
-        rows = rec.rows
+        recorder.close()
+        rows = recorder.rows
     print(f"ROWS {rows}", flush=True)
     return 0 if rows == len(warm) + len(texts) else 1
 
