@@ -125,7 +125,7 @@ class TradeRecorder:
         self._last_id: dict[str, int] = {}
         self._buffered = 0  # rows
         # A price or quantity text as received -> its shortest form, ready for orjson.
-        self._decimals: dict[str, orjson.Fragment] = {}
+        self._decimals: dict[object, orjson.Fragment] = {}
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:
             self.base.mkdir(parents=True, exist_ok=True)
@@ -168,12 +168,12 @@ class TradeRecorder:
         except KeyError:  # an event without one of the fields
             p, q, first, last, maker = map(event.get, _FIELD_NAMES)
         decimals = self._decimals
-        price = decimals.get(p) if type(p) is str else _ZERO
-        if price is None:
-            price = self._decimal(p)
-        qty = decimals.get(q) if type(q) is str else _ZERO
-        if qty is None:
-            qty = self._decimal(q)
+        try:  # a text not seen yet, or anything else (printed "0.0"), goes to _decimal
+            price = decimals.get(p) or self._decimal(p)
+            qty = decimals.get(q) or self._decimal(q)
+        except TypeError:  # unhashable: not a text
+            price = decimals.get(p) or self._decimal(p) if type(p) is str else _ZERO
+            qty = decimals.get(q) or self._decimal(q) if type(q) is str else _ZERO
         if type(first) is not int:
             first = agg
         if type(last) is not int:
@@ -216,8 +216,9 @@ class TradeRecorder:
         agg = max(f.last_id, 0) + 1
         self.record(tick, agg, "0", agg, agg, False)
 
-    def _decimal(self, text: str) -> orjson.Fragment:
-        """The printed form of a price or quantity text, remembered (a bounded cache)."""
+    def _decimal(self, text: object) -> orjson.Fragment:
+        """The printed form of a price or quantity (``0.0`` if not a text), remembered (a
+        bounded cache: keys are what was received, hashable by then)."""
         decimals = self._decimals
         if len(decimals) >= MAX_DECIMALS_CACHED:
             decimals.clear()
