@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from run import build_loadgen
+from harness.procs import build_loadgen
 
 from tickerd.cluster.reuseport import pin_index
 
