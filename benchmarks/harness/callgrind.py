@@ -108,7 +108,7 @@ def instructions(work: Path, quick: bool) -> Result:
     if not have_valgrind():
         return {"status": VALGRIND_MISSING}
     out = work / "instructions.json"
-    size = ["--requests", "1000", "--conns", "2"] if quick else []
+    size = ["--requests", "1000", "--conns", "2", "--servers", "tickerd,echo"] if quick else []
     argv = [sys.executable, str(INSTRUCTIONS), *size, "--json", str(out)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False,
@@ -126,4 +126,7 @@ def instructions(work: Path, quick: bool) -> Result:
         result[f"tickerd_{phase}"] = round(t[phase])
         result[f"echo_{phase}"] = round(e[phase])
         result[f"over_echo_{phase}"] = round(t[phase] - e[phase])
+        for kind in fig.keys() - {"tickerd", "echo"}:  # variants of tickerd, as ratios to it
+            result[f"{kind}_{phase}"] = round(fig[kind][phase])
+            result[f"{kind}_ratio_{phase}"] = round(fig[kind][phase] / t[phase], 4)
     return result

@@ -123,6 +123,7 @@ def metrics() -> list[Metric]:
     """Every headline row, in report order."""
     s1, s2, s3, s4 = "single-pipelined", "single-unpipelined", "open-loop-20k", "all-symbols"
     mr, ins = "mirror-recording", "instructions"
+    fc = "tickerd-faults-cleared"
     trio = ("naive", "echo", "tickerd")
     four = ("naive", "constant", "tickerd", "tickerd-ticking")
     return [
@@ -158,6 +159,8 @@ def metrics() -> list[Metric]:
         Metric(ins, "tickerd per request, unpipelined", field_of(ins, "tickerd_unpipelined"), "instr"),
         Metric(ins, "echo per request, pipelined", field_of(ins, "echo_pipelined"), "instr"),
         Metric(ins, "echo per request, unpipelined", field_of(ins, "echo_unpipelined"), "instr"),
+        Metric(ins, "fault armed then cleared / never armed, pipelined", field_of(ins, f"{fc}_ratio_pipelined"), "x", ("<=", 1.01)),
+        Metric(ins, "fault armed then cleared / never armed, unpipelined", field_of(ins, f"{fc}_ratio_unpipelined"), "x", ("<=", 1.01)),
     ]  # fmt: skip
 
 

@@ -217,6 +217,11 @@ def md_callgrind(rep: Result) -> list[str]:
             ("over_echo", "tickerd over echo"),
         ):
             out.append(f"| {label} | {ins[f'{who}_pipelined']:,} | {ins[f'{who}_unpipelined']:,} |")
+        for key in sorted(
+            k.removesuffix("_ratio_pipelined") for k in ins if k.endswith("_ratio_pipelined")
+        ):
+            out.append(f"| {key} | {ins[f'{key}_pipelined']:,} ({ins[f'{key}_ratio_pipelined']:.4f}× tickerd) "
+                       f"| {ins[f'{key}_unpipelined']:,} ({ins[f'{key}_ratio_unpipelined']:.4f}× tickerd) |")  # fmt: skip
     else:
         out.append(f"{ins.get('status', 'not measured: not run')}.")
     rec = rep.get("mirror-recording", {})
