@@ -23,10 +23,13 @@ open-loop-20k (20 000 req/s offered, latency from the intended send time), all-s
 (512 symbols, 50 x 4), idle-connections (10 000 open WebSockets, tickerd's RSS),
 slow-reader (all-symbols requests, never read: RSS growth and the cut-off), book-updates
 (PriceBook.apply, batches of 1000), replay-parse, generator-ceiling (loadgen against
-the echo server), and two counted by valgrind's callgrind, once per run: mirror-recording
-(instructions per aggTrade through the mirror's state with and without a TradeRecorder)
-and instructions (``benchmarks/instructions.py``: tickerd's and echo's instructions per
-request); without valgrind they say "not measured: valgrind missing". With
+the echo server), cluster (``benchmarks/cluster.py``: one worker on a redis-server of its
+own against one process, and two workers; not in ``--quick``, and "not measured:
+redis-server missing" without it), and two counted by valgrind's callgrind, once per run:
+mirror-recording (instructions per aggTrade through the mirror's state with and without a
+TradeRecorder) and instructions (``benchmarks/instructions.py``: instructions per request
+of tickerd, of the echo server and of tickerd after a fault was armed and cleared);
+without valgrind they say "not measured: valgrind missing". With
 ``--wsload PATH`` an independent generator re-measures single-pipelined against naive and
 tickerd. The parts live in ``benchmarks/harness/``.
 
@@ -76,6 +79,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.callgrind import instructions, mirror_recording
+from harness.cluster_runs import cluster_figures
 from harness.config import (
     ALL_SYMBOLS,
     GEN_CPU,
@@ -120,6 +124,7 @@ def run_rep(ctx: Ctx, index: int) -> Result:
     rows = 100_000 if ctx.plan.quick else 1_000_000
     with on_cpu(SERVER_CPU if ctx.plan.pin else None):
         rep["replay-parse"] = replay_parse(ctx.servers.workdir, rows)
+    rep["cluster"] = cluster_figures(ctx.servers.workdir, ctx.plan.duration, ctx.plan.quick)
     if index == 0:
         events = 4000 if ctx.plan.quick else RECORDING_EVENTS
         rep["mirror-recording"] = mirror_recording(ctx.servers.workdir, events)

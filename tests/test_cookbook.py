@@ -19,6 +19,7 @@ not stay on this machine, so a client that would reach out to Binance fails loud
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -423,10 +424,8 @@ class Shell:
 
 def end_group(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """SIGTERM every process of the block's group (a server it left running), then wait."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:

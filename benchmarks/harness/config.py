@@ -43,6 +43,7 @@ SCENARIOS: dict[str, str] = {
     "generator-ceiling": "loadgen -E against the echo server (50 x 20)",
     "mirror-recording": "callgrind: MirrorState.on_event per aggTrade, with / without a TradeRecorder",
     "instructions": "callgrind: instructions per request (benchmarks/instructions.py)",
+    "cluster": "one worker on Redis against one process; two workers (benchmarks/cluster.py)",
 }
 # Instruction counts do not vary from one repetition to the next: counted once, in the first.
 COUNTED_ONCE = ("mirror-recording", "instructions")
@@ -76,8 +77,9 @@ class Plan:
         """A generous guess of the whole run's wall time."""
         runs = 12 + (2 if self.wsload else 0)
         per_run = self.warmup + self.duration + 1.5 + (0 if self.quick else QUIET_WAIT_S / 2)
-        rep = runs * per_run + 7 * 1.5 + self.idle_conns / 1000 + 12
-        counted = 40 if self.quick else 60 + 600  # mirror-recording; instructions.py (full)
+        cluster = 0 if self.quick else 6 * (self.warmup + self.duration + 4) + 20
+        rep = runs * per_run + 7 * 1.5 + self.idle_conns / 1000 + 12 + cluster
+        counted = 40 if self.quick else 60 + 900  # mirror-recording; instructions.py (full)
         return 20 + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
 
 

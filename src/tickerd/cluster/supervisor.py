@@ -16,6 +16,7 @@ waits for signals (``sigtimedwait``), so it has nothing else to get wrong.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -203,10 +204,8 @@ class Supervisor:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _describe(status: int) -> str:
