@@ -18,9 +18,11 @@ from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
 from .symbols import SymbolUniverse
+from .tls import TLSFiles
 from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
+from .transport.resources import fd_check
 from .transport.ws import WSServer
 
 log = logging.getLogger("tickerd.server")
@@ -72,20 +74,22 @@ class Service:
         # The control plane: refuses --control-port without --control-token and loads the
         # --scenario file here, so bad settings stop the service before it listens.
         self.control = Control(self)
+        self.tls = TLSFiles.of(settings.tls_cert, settings.tls_key)  # bad files: TLSError
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def url(self) -> str:
         """The WebSocket API URL clients connect to."""
         assert self.ws is not None
-        return f"ws://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
 
     @property
     def rest_url(self) -> str | None:
         """The REST base URL (``http://host:port``), or None when REST is off."""
         if self.http is None:
             return None
-        return f"http://{netloc(self.settings.host, self.http.port)}"
+        return f"{'https' if self.tls else 'http'}://{netloc(self.settings.host, self.http.port)}"
 
     def health(self) -> dict[str, Any]:
         """What ``GET /healthz`` answers."""
@@ -123,9 +127,11 @@ class Service:
         for feed in self.feeds:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
         self.ws = WSServer(self.protocol, self.clock, self.settings, health=self.health)
+        self.ws.ssl = self.tls.context if self.tls else None
         await self.ws.start()
         if self.settings.rest_port >= 0:
             self.http = HTTPServer(self.rest, self.clock, self.settings)
+            self.http.ssl = self.tls.context if self.tls else None
             try:
                 await self.http.start()
             except BaseException:
@@ -147,6 +153,8 @@ class Service:
         # Everything built so far lives as long as the service: keep it out of the cyclic
         # collector's full passes, which otherwise walk it every few thousand requests.
         gc.freeze()
+        if (fd_note := fd_check(self.settings)) is not None:
+            log.warning("%s", fd_note)
         log.info("tickerd ready: %s (%d symbols)", self.url, len(self.book))
 
     async def stop(self) -> None:
@@ -180,6 +188,8 @@ class Service:
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        if self.tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.tls.reload)
         await self.start()
         try:
             await stopping.wait()

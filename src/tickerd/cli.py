@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import ENV_PREFIX, Settings
 from .errors import TickerdError
+from .tls import TLSError
 
 
 def _run(coro: Any) -> None:
@@ -79,10 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from .app import Service
+        from .transport.resources import raise_fd_limit
+
+        raise_fd_limit()  # soft RLIMIT_NOFILE up to the hard limit (Service warns if too low)
 
         try:
             service = Service(settings)
             _run(service.serve_forever())
+        except TLSError as exc:
+            print(f"tickerd: {exc}", file=sys.stderr)
+            return 2
         except (TickerdError, OSError) as exc:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1

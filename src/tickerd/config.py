@@ -106,6 +106,26 @@ class Settings:
     scenario: str | None = field(
         default=None, metadata={"help": "JSON scenario file of timed control steps to run"}
     )
+    # -- resource bounds and TLS --------------------------------------------------------
+    max_total_send_buffer_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "unsent reply bytes across all connections (past it: largest cut)"},
+    )
+    http_idle_timeout: float = field(
+        default=15.0, metadata={"help": "close idle or half-open HTTP connections after this"}
+    )
+    http_max_connections: int = field(
+        default=1024, metadata={"help": "open HTTP connections per HTTP port (more: 503)"}
+    )
+    http_max_connections_per_ip: int = field(
+        default=128, metadata={"help": "open HTTP connections per client IP per port (more: 503)"}
+    )
+    tls_cert: str | None = field(
+        default=None, metadata={"help": "PEM certificate chain: serve wss:// and https://"}
+    )
+    tls_key: str | None = field(
+        default=None, metadata={"help": "PEM private key of --tls-cert (reloaded on SIGHUP)"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
 
 

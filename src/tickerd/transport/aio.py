@@ -1,19 +1,38 @@
-"""aiohttp plumbing shared by the HTTP surfaces: REST, push ingest and the control plane."""
+"""aiohttp plumbing shared by the HTTP surfaces: REST, push ingest and the control plane.
+
+Every surface caps its open connections, per client IP and in total (:class:`HttpLimits`),
+and closes idle or half-open ones after ``idle_timeout``. A connection past a cap is still
+accepted, so that it can be answered: its first request gets 503 (Binance's -1008 body,
+``Connection: close``), and it is closed after :data:`REFUSED_GRACE_S` if it sends nothing.
+Refused connections waiting for that answer are bounded too (``max_connections`` of them;
+past that a new one is closed at once), so the descriptors of a surface stay within twice
+its cap.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from ..errors import BinanceError, ErrorCode
+from .resources import Throttle
+from .ws import client_ip
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
 SHUTDOWN_TIMEOUT_S = 2.0
-KEEPALIVE_TIMEOUT_S = 75.0
+REFUSED_GRACE_S = 2.0  # a refused connection that sends no request is closed after this
 
 RequestFactory = Callable[
     [RawRequestMessage, StreamReader, RequestHandler, Any, "asyncio.Task[None]"],
@@ -24,6 +43,85 @@ RequestFactory = Callable[
 def netloc(host: str, port: int) -> str:
     """``host:port`` as a URL writes it (an IPv6 host in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Bounds on one HTTP surface's connections (defaults: those of :class:`Settings`)."""
+
+    idle_timeout: float = 15.0
+    max_connections: int = 1024
+    max_connections_per_ip: int = 128
+
+    @classmethod
+    def of(cls, settings: Settings) -> HttpLimits:
+        """The limits ``settings`` name (``--http-*`` flags)."""
+        return cls(
+            settings.http_idle_timeout,
+            settings.http_max_connections,
+            settings.http_max_connections_per_ip,
+        )
+
+
+class GatedServer(web.Server):
+    """aiohttp's low-level server with :class:`HttpLimits` on its connections."""
+
+    def __init__(self, handler: Handler, limits: HttpLimits, what: str, **kwargs: Any) -> None:
+        super().__init__(self._gate, keepalive_timeout=limits.idle_timeout, **kwargs)
+        self.handler = handler
+        self.limits = limits
+        self.what = what
+        self.admitted: dict[RequestHandler, str] = {}  # connection -> client IP
+        self.per_ip: dict[str, int] = {}
+        self.refused: set[RequestHandler] = set()
+        self.refusals = Throttle()
+        self._busy = orjson.dumps(BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        ip = client_ip(transport.get_extra_info("peername"))
+        limits = self.limits
+        held = self.per_ip.get(ip, 0)
+        if len(self.admitted) < limits.max_connections and held < limits.max_connections_per_ip:
+            self.admitted[handler] = ip
+            self.per_ip[ip] = held + 1
+            return
+        self.refusals.event(
+            "%s: connection from %s answered 503 (%d open from it, %d in all; limits %d, %d)",
+            self.what, ip, held, len(self.admitted),
+            limits.max_connections_per_ip, limits.max_connections,
+        )  # fmt: skip
+        if len(self.refused) >= limits.max_connections:
+            handler.force_close()
+            return
+        self.refused.add(handler)
+        self._loop.call_later(REFUSED_GRACE_S, handler.force_close)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        ip = self.admitted.pop(handler, None)
+        if ip is None:
+            self.refused.discard(handler)
+            return
+        held = self.per_ip[ip] - 1
+        if held:
+            self.per_ip[ip] = held
+        else:
+            del self.per_ip[ip]
+
+    async def _gate(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.protocol in self.refused:
+            response = web.Response(
+                status=503,
+                body=self._busy,
+                headers={"Content-Type": "application/json", "Retry-After": "1"},
+            )
+            response.force_close()
+            return response
+        return await self.handler(request)
 
 
 class Site:
@@ -61,24 +159,29 @@ class Site:
 
     async def serve(
         self,
-        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        handler: Handler,
         host: str,
         port: int,
         *,
         max_body_bytes: int,
+        limits: HttpLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         **site: Any,
     ) -> None:
         """Listen with aiohttp's low-level server: one handler for every request, bodies
-        bounded, no access log, idle keep-alive connections closed after a while."""
-        server = web.Server(
+        bounded, no access log, connections capped and idle ones closed (``limits``);
+        HTTPS with ``ssl_context``."""
+        server = GatedServer(
             handler,
+            limits or HttpLimits(),
+            f"HTTP port {port}",
             request_factory=bounded_requests(max_body_bytes),
             access_log=None,
             lingering_time=0.0,  # a body left unread closes the connection, not drained
-            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await self.listen(runner, host, port, **site)
+        await self.listen(runner, host, port, ssl_context=ssl_context, **site)
+        server.what = f"HTTP port {self.port}"
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""

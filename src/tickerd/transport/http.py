@@ -9,13 +9,14 @@ headers and body are written as they are. There is no router, middleware or acce
 
 Bounds: aiohttp refuses request lines and header fields over 8190 bytes; no request body is
 ever read (``client_max_size`` is 1 KiB should anything try); a body left unread closes the
-connection instead of being drained (``lingering_time`` 0); idle keep-alive connections are
-closed after ``aio.KEEPALIVE_TIMEOUT_S``.
+connection instead of being drained (``lingering_time`` 0); connections are capped per IP and
+in total and idle ones closed after ``--http-idle-timeout`` (``aio.HttpLimits``).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from aiohttp import web
 from ..clock import Clock
 from ..config import Settings
 from ..rest import RestApi, RestReply
-from .aio import Site
+from .aio import HttpLimits, Site
 from .ws import client_ip
 
 log = logging.getLogger("tickerd.server")
@@ -42,6 +43,7 @@ class HTTPServer:
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
+        self.ssl: ssl.SSLContext | None = None  # set by the service for https://
 
     @property
     def port(self) -> int:
@@ -55,6 +57,8 @@ class HTTPServer:
             self.settings.host,
             self.settings.rest_port,
             max_body_bytes=CLIENT_MAX_SIZE,
+            limits=HttpLimits.of(self.settings),
+            ssl_context=self.ssl,
             backlog=1024,
         )
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -53,10 +54,13 @@ from ..config import Settings
 from ..errors import BinanceError, ErrorCode
 from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
+from .budget import SendBudget  # limits
 from .frames import text_header, valid_close_code
+from .resources import listen  # limits
 
 if TYPE_CHECKING:
     from .faults import FaultInjector
+    from .resources import Listener
 
 log = logging.getLogger("tickerd.server")
 
@@ -207,7 +211,10 @@ class Connection(WSListener):
             self.out = bytearray()
         else:
             return
-        if transport.get_write_buffer_size() > self.server.settings.max_send_buffer_bytes:
+        size = transport.get_write_buffer_size()
+        if size:
+            self.server.budget.note(transport, size)  # limits: total unsent bytes
+        if size > self.server.settings.max_send_buffer_bytes:
             log.warning("cutting off %s: it is not reading its replies", self.session.client)
             self.server.slow_readers_cut += 1
             ws.disconnect(graceful=False)
@@ -344,7 +351,9 @@ class WSServer:
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
         self.loop = asyncio.get_running_loop()
-        self._server: asyncio.Server | None = None
+        self.budget = SendBudget(settings.max_total_send_buffer_bytes)  # limits
+        self.ssl: ssl.SSLContext | None = None  # limits: set by the service for wss://
+        self._server: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -356,8 +365,8 @@ class WSServer:
     async def start(self) -> None:
         """Listen on ``settings.host:settings.port``."""
         s = self.settings
-        self._server = await self.loop.create_server(
-            self._make_protocol, s.host, s.port, backlog=4096, reuse_address=True
+        self._server = await listen(  # limits: spare fd for a 503 at the fd limit; TLS
+            self.loop, self._make_protocol, s.host, s.port, backlog=4096, ssl_context=self.ssl
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tickerd-ws-sweeper")
 
@@ -385,6 +394,8 @@ class WSServer:
 
     def discard(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn.ws is not None:  # limits
+            self.budget.forget(conn.ws.underlying_transport)
         if self.faults is not None:
             self.faults.detach(conn)
 
