@@ -33,8 +33,8 @@ HOST = "127.0.0.1"
 WS_PATH = "/ws-fapi/v1"
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-READY_RE = re.compile(r"tickerd ready: (ws://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
-REST_READY_RE = re.compile(r"tickerd REST ready: (http://127\.0\.0\.1:\d+)")
+READY_RE = re.compile(r"tickerd ready: (wss?://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
+REST_READY_RE = re.compile(r"tickerd REST ready: (https?://127\.0\.0\.1:\d+)")
 CONTROL_READY_RE = re.compile(r"tickerd control ready: (http://\S+)")
 # Every port a test server opens is a free one: the REST twin too (its default is 9001).
 DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0")
@@ -132,9 +132,14 @@ class ServerFactory:
         self.started: list[Server] = []
 
     def __call__(
-        self, *flags: str, env: dict[str, str] | None = None, minute_margin: float = 3.0
+        self,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        minute_margin: float = 3.0,
+        preexec_fn: Any = None,
     ) -> Server:
-        """Start a server with extra ``flags`` (and extra environment ``env``).
+        """Start a server with extra ``flags`` (and extra environment ``env``; ``preexec_fn``
+        runs in the child before it starts, e.g. to lower its resource limits).
 
         Returns once the server has logged that it is ready, and (unless ``minute_margin``
         is 0) not within ``minute_margin`` seconds of a rate-limit window boundary.
@@ -150,6 +155,7 @@ class ServerFactory:
             stderr=subprocess.PIPE,
             env=full_env,
             start_new_session=True,  # a Ctrl-C in the terminal must not reach it
+            preexec_fn=preexec_fn,
         )
         lines: list[str] = []
         lock = threading.Lock()
@@ -303,10 +309,19 @@ class RawClient:
 
     frame = staticmethod(frame_bytes)  # build frames to batch into one ``send``
 
-    def __init__(self, port: int, *, rcvbuf: int | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 5.0,
+        source: str | None = None,
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:  # another loopback address (127.0.0.0/8): another client IP
+            self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect((HOST, port))
         self.port = port

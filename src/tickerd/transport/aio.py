@@ -4,9 +4,10 @@ Every surface caps its open connections, per client IP and in total (:class:`Htt
 and closes idle or half-open ones after ``idle_timeout``. A connection past a cap is still
 accepted, so that it can be answered: its first request gets 503 (Binance's -1008 body,
 ``Connection: close``), and it is closed after :data:`REFUSED_GRACE_S` if it sends nothing.
-Refused connections waiting for that answer are bounded too (``max_connections`` of them;
-past that a new one is closed at once), so the descriptors of a surface stay within twice
-its cap.
+Refused connections waiting for that answer are bounded too (``max_connections`` of them);
+past that a new one is sent the 503 at once, before its request, and closed (a best
+effort: a client that has not read it when the close arrives sees a reset). So the
+descriptors of a surface stay within twice its cap.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import BinanceError, ErrorCode
-from .resources import Throttle
+from .resources import Throttle, refusal_bytes
 from .ws import client_ip
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class GatedServer(web.Server):
         self.refused: set[RequestHandler] = set()
         self.refusals = Throttle()
         self._busy = orjson.dumps(BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
+        self._refusal = refusal_bytes()
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -95,6 +97,7 @@ class GatedServer(web.Server):
             limits.max_connections_per_ip, limits.max_connections,
         )  # fmt: skip
         if len(self.refused) >= limits.max_connections:
+            transport.write(self._refusal)
             handler.force_close()
             return
         self.refused.add(handler)
