@@ -136,10 +136,10 @@ class ServerFactory:
         *flags: str,
         env: dict[str, str] | None = None,
         minute_margin: float = 3.0,
-        preexec_fn: Any = None,
+        nofile: tuple[int, int] | None = None,
     ) -> Server:
-        """Start a server with extra ``flags`` (and extra environment ``env``; ``preexec_fn``
-        runs in the child before it starts, e.g. to lower its resource limits).
+        """Start a server with extra ``flags`` (and extra environment ``env``; ``nofile``:
+        the soft and hard RLIMIT_NOFILE it starts with).
 
         Returns once the server has logged that it is ready, and (unless ``minute_margin``
         is 0) not within ``minute_margin`` seconds of a rate-limit window boundary.
@@ -148,6 +148,8 @@ class ServerFactory:
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, "-m", "tickerd", "serve", *DEFAULT_FLAGS, *flags]
+        if nofile is not None:  # set in a launcher that then execs the server (same pid)
+            cmd = [sys.executable, "-c", _WITH_NOFILE, *map(str, nofile), *cmd]
         process = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -155,7 +157,6 @@ class ServerFactory:
             stderr=subprocess.PIPE,
             env=full_env,
             start_new_session=True,  # a Ctrl-C in the terminal must not reach it
-            preexec_fn=preexec_fn,
         )
         lines: list[str] = []
         lock = threading.Lock()
@@ -200,6 +201,13 @@ class ServerFactory:
     def stop_all(self) -> None:
         for srv in self.started:
             _stop(srv.process)
+
+
+_WITH_NOFILE = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

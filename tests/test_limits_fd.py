@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
-import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -21,15 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 BUSY = {"code": -1008, "msg": "Server is currently overloaded with other requests. "
         "Please try again in a few minutes."}  # fmt: skip
 PING = b"GET /fapi/v1/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-
-
-def nofile(limit: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that sets the child's soft and hard RLIMIT_NOFILE to ``limit``."""
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-    return apply
 
 
 def rest_port(srv: Server) -> int:
@@ -67,17 +56,12 @@ def test_settings_and_http_limits_share_defaults() -> None:
 
 def test_raise_fd_limit_takes_the_hard_limit(server) -> None:
     """``serve`` starts with its soft limit raised to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert raise_fd_limit()[0] == hard  # in this process too (harmless for the tests)
-
-    def low_soft() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-
-    srv = server(preexec_fn=low_soft)
+    srv = server(nofile=(256, hard))
     with open(f"/proc/{srv.pid}/limits", encoding="ascii") as f:
         line = next(line for line in f if line.startswith("Max open files"))
     assert line.split()[3:5] == [str(hard), str(hard)], line
-    del soft
 
 
 def test_fd_warning_names_the_numbers() -> None:
@@ -97,7 +81,7 @@ def test_one_ip_holding_rest_sockets_cannot_lock_out_the_websocket_api(server, r
     srv = server(
         "--http-max-connections", "40", "--http-max-connections-per-ip", "10",
         "--http-idle-timeout", "60", "--max-connections", "50",
-        preexec_fn=nofile(256),
+        nofile=(256, 256),
     )  # fmt: skip
     port = rest_port(srv)
     hog = [RawClient(port, source="127.0.0.2") for _ in range(50)]
@@ -134,7 +118,7 @@ def test_a_flood_past_the_caps_is_closed_and_descriptors_stay_bounded(server) ->
     effort), keeps its descriptors bounded, and the WebSocket API stays reachable."""
     srv = server(
         "--http-max-connections", "40", "--http-max-connections-per-ip", "10",
-        "--http-idle-timeout", "60", preexec_fn=nofile(256),
+        "--http-idle-timeout", "60", nofile=(256, 256),
     )  # fmt: skip
     port = rest_port(srv)
     baseline = open_fds(srv.pid)
@@ -185,7 +169,7 @@ def test_websocket_handshake_at_the_fd_limit_is_answered_503_and_logged(server, 
     Binance's -1008 body (not dropped), a log line says why, and once clients leave,
     handshakes succeed again."""
     limit = 128
-    srv = server("--max-connections", "1000", "--connect-limit", "0", preexec_fn=nofile(limit))
+    srv = server("--max-connections", "1000", "--connect-limit", "0", nofile=(limit, limit))
     held: list[RawClient] = []
     answer = None
     try:
@@ -204,7 +188,9 @@ def test_websocket_handshake_at_the_fd_limit_is_answered_503_and_logged(server, 
         assert answer.status == 503
         assert json.loads(answer.body) == BUSY
         assert limit - RESERVED_FDS < len(held) < limit
-        assert "open-file limit reached (RLIMIT_NOFILE 128)" in srv.wait_log("open-file limit reached")
+        assert "open-file limit reached (RLIMIT_NOFILE 128)" in srv.wait_log(
+            "open-file limit reached"
+        )
         # Several more at the limit: each one answered, none left waiting.
         for _ in range(5):
             client = RawClient(srv.port)

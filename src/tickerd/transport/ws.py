@@ -200,6 +200,12 @@ class Connection(WSListener):
             self.parts.clear()
             return
         transport = ws.underlying_transport
+        if len(self.out) > self.server.budget.room and self.server.budget.refuse(  # limits
+            transport, len(self.out)
+        ):
+            self.out = bytearray()
+            self.parts = []
+            return
         if self.parts:
             if self.out:
                 self.parts.append(bytes(self.out))
