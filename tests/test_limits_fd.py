@@ -232,3 +232,28 @@ def test_listener_binds_every_address_of_a_name_on_one_port() -> None:
 
     bound = asyncio.run(main())
     assert bound and len({port for _family, port in bound}) == 1
+
+
+def test_rest_request_at_the_fd_limit_is_answered_503(server) -> None:
+    """The HTTP ports accept through the same spare-descriptor loop: with caps above what
+    the descriptors allow, the connection that finds none left is answered 503 too."""
+    srv = server(
+        "--http-max-connections", "1000", "--http-max-connections-per-ip", "1000",
+        nofile=(128, 128),
+    )  # fmt: skip
+    port = rest_port(srv)
+    held: list[RawClient] = []
+    try:
+        for _ in range(140):
+            client = RawClient(port)
+            client.send(PING)
+            response = client.read_http()
+            if response.status != 200:
+                break
+            held.append(client)
+        assert response.status == 503, response.raw
+        assert json.loads(response.body) == BUSY
+        assert "HTTP requests answered 503" in srv.wait_log("open-file limit reached")
+    finally:
+        for client in held:
+            client.sock.close()

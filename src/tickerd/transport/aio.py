@@ -26,7 +26,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..errors import BinanceError, ErrorCode
-from .resources import Throttle, refusal_bytes
+from .resources import Throttle, listen, refusal_bytes
 from .ws import client_ip
 
 if TYPE_CHECKING:
@@ -127,6 +127,34 @@ class GatedServer(web.Server):
         return await self.handler(request)
 
 
+class ListenerSite(web.BaseSite):
+    """An aiohttp site on a :class:`~tickerd.transport.resources.Listener`: at the fd limit
+    a new connection is still answered 503, and a TLS handshake has a short deadline."""
+
+    __slots__ = ("_host", "_port")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, **site: Any) -> None:
+        super().__init__(runner, **site)
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        """The URL it serves."""
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{netloc(self._host, self._port)}"
+
+    async def start(self) -> None:
+        """Listen."""
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await listen(
+            asyncio.get_running_loop(), server, self._host, self._port,
+            backlog=self._backlog, ssl_context=self._ssl_context, what="HTTP requests",
+        )  # fmt: skip
+
+
 class Site:
     """One aiohttp runner listening on one port: what each HTTP surface starts and stops."""
 
@@ -153,7 +181,7 @@ class Site:
         """
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True, **site).start()
+            await ListenerSite(runner, host, port, **site).start()
         except BaseException:
             await runner.cleanup()
             raise

@@ -41,6 +41,7 @@ RESERVED_FDS = 64
 LOG_EVERY_S = 10.0
 LINGER_S = 0.5  # how long a refused socket is kept for the client to read the 503
 PAUSE_S = 0.1  # accepting pauses this long when not even the spare can be had
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 ACCEPT_BATCH = 64  # connections accepted per readiness callback, so others get a turn
 _NO_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -117,12 +118,13 @@ def _open_spare() -> int | None:
         return None
 
 
-class Listener:
-    """A listening TCP socket with its own accept loop and a spare descriptor (see above).
+class Listener(asyncio.AbstractServer):
+    """Listening TCP sockets with their own accept loop and a spare descriptor (see above).
 
-    It stands where ``loop.create_server`` would: ``sockets``, ``close()`` and
-    ``wait_closed()``. Each accepted socket is handed to ``factory`` through
-    ``loop.connect_accepted_socket`` (with ``ssl`` when given).
+    It stands where ``loop.create_server``'s server would (``sockets``, ``close()``,
+    ``wait_closed()``). Each accepted socket is handed to ``factory`` through
+    ``loop.connect_accepted_socket`` (with ``ssl`` when given; a TLS handshake not done in
+    :data:`TLS_HANDSHAKE_TIMEOUT_S` closes the socket).
     """
 
     def __init__(
@@ -131,7 +133,7 @@ class Listener:
         factory: Callable[[], asyncio.BaseProtocol],
         socks: list[socket.socket],
         ssl_context: ssl.SSLContext | None = None,
-        what: str = "WebSocket handshakes",
+        what: str = "connections",
     ) -> None:
         self.loop = loop
         self.factory = factory
@@ -149,6 +151,22 @@ class Listener:
     def _watch(self) -> None:
         for sock in self.sockets:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop it accepts on."""
+        return self.loop
+
+    def is_serving(self) -> bool:
+        """Whether it still accepts."""
+        return not self._closed
+
+    async def start_serving(self) -> None:
+        """Nothing: it accepts from construction on."""
+
+    async def serve_forever(self) -> None:
+        """Wait until closed."""
+        while not self._closed:
+            await asyncio.sleep(1.0)
 
     def close(self) -> None:
         """Stop accepting and close the listening socket (accepted connections stay)."""
@@ -187,7 +205,12 @@ class Listener:
 
     async def _hand_over(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.factory, conn, ssl=self.ssl)
+            if self.ssl is None:
+                await self.loop.connect_accepted_socket(self.factory, conn)
+            else:
+                await self.loop.connect_accepted_socket(
+                    self.factory, conn, ssl=self.ssl, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
+                )
         except (OSError, ssl.SSLError):
             conn.close()
 
@@ -264,6 +287,7 @@ async def listen(
     *,
     backlog: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
+    what: str = "WebSocket handshakes",
 ) -> Listener:
     """Bind ``host:port`` (SO_REUSEADDR) and accept into ``factory`` through a :class:`Listener`."""
     infos = await loop.getaddrinfo(
@@ -288,4 +312,4 @@ async def listen(
         for sock in socks:
             sock.close()
         raise
-    return Listener(loop, factory, socks, ssl_context)
+    return Listener(loop, factory, socks, ssl_context, what)
