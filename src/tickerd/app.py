@@ -19,7 +19,7 @@ from .rest import RestApi
 from .store import PriceStore
 from .symbols import SymbolUniverse
 from .tls import TLSFiles
-from .transport.aio import netloc
+from .transport.aio import HttpLimits, netloc
 from .transport.control_http import ControlHTTPServer
 from .transport.http import HTTPServer
 from .transport.resources import fd_check
@@ -153,7 +153,8 @@ class Service:
         # Everything built so far lives as long as the service: keep it out of the cyclic
         # collector's full passes, which otherwise walk it every few thousand requests.
         gc.freeze()
-        if (fd_note := fd_check(self.settings)) is not None:
+        push = 2 * HttpLimits().max_connections if "push" in self.settings.feed else 0
+        if (fd_note := fd_check(self.settings, push)) is not None:
             log.warning("%s", fd_note)
         log.info("tickerd ready: %s (%d symbols)", self.url, len(self.book))
 

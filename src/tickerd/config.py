@@ -112,13 +112,13 @@ class Settings:
         metadata={"help": "unsent reply bytes across all connections (past it: largest cut)"},
     )
     http_idle_timeout: float = field(
-        default=15.0, metadata={"help": "close idle or half-open HTTP connections after this"}
+        default=15.0, metadata={"help": "close idle or half-open REST connections after this"}
     )
     http_max_connections: int = field(
-        default=1024, metadata={"help": "open HTTP connections per HTTP port (more: 503)"}
+        default=1024, metadata={"help": "open REST connections at most (more: 503)"}
     )
     http_max_connections_per_ip: int = field(
-        default=128, metadata={"help": "open HTTP connections per client IP per port (more: 503)"}
+        default=128, metadata={"help": "open REST connections per client IP (more: 503)"}
     )
     tls_cert: str | None = field(
         default=None, metadata={"help": "PEM certificate chain: serve wss:// and https://"}

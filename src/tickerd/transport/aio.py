@@ -1,7 +1,9 @@
 """aiohttp plumbing shared by the HTTP surfaces: REST, push ingest and the control plane.
 
-Every surface caps its open connections, per client IP and in total (:class:`HttpLimits`),
-and closes idle or half-open ones after ``idle_timeout``. A connection past a cap is still
+Every surface accepts through a :class:`~tickerd.transport.resources.Listener`, so a
+connection at the open-file limit is answered 503. The surfaces served by :meth:`Site.serve`
+(REST, push) cap their open connections, per client IP and in total (:class:`HttpLimits`),
+and close idle or half-open ones after ``idle_timeout``. A connection past a cap is still
 accepted, so that it can be answered: its first request gets 503 (Binance's -1008 body,
 ``Connection: close``), and it is closed after :data:`REFUSED_GRACE_S` if it sends nothing.
 Refused connections waiting for that answer are bounded too (``max_connections`` of them);

@@ -72,13 +72,13 @@ def fd_warning(max_connections: int, http_sockets: int, soft_limit: int) -> str 
     )
 
 
-def fd_check(settings: Settings) -> str | None:
+def fd_check(settings: Settings, push_http_sockets: int = 0) -> str | None:
     """The :func:`fd_warning` for ``settings`` at the current soft limit: room for
-    ``--max-connections`` beside the HTTP caps of the REST port and the push ingest (each
-    cap twice: admitted and refused connections)."""
+    ``--max-connections`` beside the REST port's HTTP cap (twice: admitted and refused
+    connections) and ``push_http_sockets`` for the push ingest."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    http = settings.http_max_connections * 2 * (2 if settings.rest_port >= 0 else 1)
-    return fd_warning(settings.max_connections, http, soft)
+    http = 2 * settings.http_max_connections if settings.rest_port >= 0 else 0
+    return fd_warning(settings.max_connections, http + push_http_sockets, soft)
 
 
 class Throttle:
