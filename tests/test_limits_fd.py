@@ -51,7 +51,10 @@ def refused(client: RawClient) -> None:
 
 def test_settings_and_http_limits_share_defaults() -> None:
     """The push ingest uses ``HttpLimits()``: the same values the REST flags default to."""
-    assert HttpLimits.of(Settings()) == HttpLimits()
+    s = Settings()
+    assert HttpLimits() == HttpLimits(
+        s.http_idle_timeout, s.http_max_connections, s.http_max_connections_per_ip
+    )
 
 
 def test_raise_fd_limit_takes_the_hard_limit(server) -> None:

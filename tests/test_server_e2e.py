@@ -356,7 +356,10 @@ def test_healthz(server, raw):
     response = raw(srv, handshake=False).get("/healthz")
     assert response.status == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.body == b'{"status":"ok","symbols":%d,"connections":0}' % len(TRADING)
+    assert response.body == (
+        b'{"status":"ok","symbols":%d,"connections":0,"feeds":{"synthetic":'
+        b'{"state":"up","symbols":%d,"seed":1,"tick_rate":20.0}}}' % (len(TRADING), len(TRADING))
+    )
     with srv.connect():
         wait_for_connections(raw, srv, 1)
 

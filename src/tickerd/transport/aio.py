@@ -19,7 +19,7 @@ import hmac
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -30,9 +30,6 @@ from aiohttp.web_protocol import RequestHandler
 from ..errors import BinanceError, ErrorCode
 from .resources import Throttle, listen, refusal_bytes
 from .ws import client_ip
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 SHUTDOWN_TIMEOUT_S = 2.0
 REFUSED_GRACE_S = 2.0  # a refused connection that sends no request is closed after this
@@ -53,20 +50,11 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Bounds on one HTTP surface's connections (defaults: those of :class:`Settings`)."""
+    """Bounds on one HTTP surface's connections (defaults: those of ``Settings``)."""
 
     idle_timeout: float = 15.0
     max_connections: int = 1024
     max_connections_per_ip: int = 128
-
-    @classmethod
-    def of(cls, settings: Settings) -> HttpLimits:
-        """The limits ``settings`` name (``--http-*`` flags)."""
-        return cls(
-            settings.http_idle_timeout,
-            settings.http_max_connections,
-            settings.http_max_connections_per_ip,
-        )
 
 
 class GatedServer(web.Server):

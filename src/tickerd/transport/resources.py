@@ -24,14 +24,11 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..errors import BinanceError, ErrorCode
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 log = logging.getLogger("tickerd.server")
 
@@ -72,13 +69,9 @@ def fd_warning(max_connections: int, http_sockets: int, soft_limit: int) -> str 
     )
 
 
-def fd_check(settings: Settings, push_http_sockets: int = 0) -> str | None:
-    """The :func:`fd_warning` for ``settings`` at the current soft limit: room for
-    ``--max-connections`` beside the REST port's HTTP cap (twice: admitted and refused
-    connections) and ``push_http_sockets`` for the push ingest."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    http = 2 * settings.http_max_connections if settings.rest_port >= 0 else 0
-    return fd_warning(settings.max_connections, http + push_http_sockets, soft)
+def soft_fd_limit() -> int:
+    """The soft RLIMIT_NOFILE in force."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Throttle:

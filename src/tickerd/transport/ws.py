@@ -200,11 +200,9 @@ class Connection(WSListener):
             self.parts.clear()
             return
         transport = ws.underlying_transport
-        if len(self.out) > self.server.budget.room and self.server.budget.refuse(  # limits
-            transport, len(self.out)
-        ):
-            self.out = bytearray()
-            self.parts = []
+        budget = self.server.budget  # limits: a stalled writer's bytes past the total: dropped
+        if len(self.out) > budget.room and budget.refuse(transport, len(self.out)):
+            self.out, self.parts = bytearray(), []
             return
         if self.parts:
             if self.out:
@@ -219,7 +217,7 @@ class Connection(WSListener):
             return
         size = transport.get_write_buffer_size()
         if size:
-            self.server.budget.note(transport, size)  # limits: total unsent bytes
+            budget.note(transport, size)  # limits: total unsent bytes
         if size > self.server.settings.max_send_buffer_bytes:
             log.warning("cutting off %s: it is not reading its replies", self.session.client)
             self.server.slow_readers_cut += 1
@@ -345,12 +343,12 @@ class WSServer:
         clock: Clock,
         settings: Settings,
         *,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[], tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
         self.protocol = protocol
         self.clock = clock
         self.settings = settings
-        self.health = health or (lambda: {"status": "ok"})
+        self.health = health or (lambda: (200, {"status": "ok"}))
         self.connections: set[Connection] = set()
         self.attempts = AttemptCounter(settings.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
@@ -426,9 +424,13 @@ class WSServer:
     def _route(self, request: WSUpgradeRequest, ip: str) -> Any:
         path, _, query = request.path.decode("latin-1").partition("?")
         if path == "/healthz":
-            body = orjson.dumps(self.health())
-            ok = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
-            return WSUpgradeResponseWithListener(ok, None)
+            status, doc = self.health()
+            body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
+            if status == 200:
+                answer = WSUpgradeResponse.create_ok_response(body, headers)
+            else:
+                answer = WSUpgradeResponse.create_error_response(status, body, headers)
+            return WSUpgradeResponseWithListener(answer, None)
         if path != self.settings.path:
             return None  # 404
         _accept_connection_token_list(request)
