@@ -138,7 +138,7 @@ class Listener(asyncio.AbstractServer):
         self._closed = False
         self._paused = False
         self._refusal = refusal_bytes()
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending: dict[asyncio.Task[Any], socket.socket] = {}
         self._watch()
 
     def _watch(self) -> None:
@@ -192,20 +192,20 @@ class Listener(asyncio.AbstractServer):
                 continue  # ECONNABORTED and the like: that client is gone, take the next
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = self.loop.create_task(self._hand_over(conn))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _hand_over(self, conn: socket.socket) -> None:
-        try:
             if self.ssl is None:
-                await self.loop.connect_accepted_socket(self.factory, conn)
+                coro = self.loop.connect_accepted_socket(self.factory, conn)
             else:
-                await self.loop.connect_accepted_socket(
+                coro = self.loop.connect_accepted_socket(
                     self.factory, conn, ssl=self.ssl, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S
                 )
-        except (OSError, ssl.SSLError):
-            conn.close()
+            task = self.loop.create_task(coro)
+            self._pending[task] = conn
+            task.add_done_callback(self._handed_over)
+
+    def _handed_over(self, task: asyncio.Task[Any]) -> None:
+        conn = self._pending.pop(task)
+        if task.cancelled() or task.exception() is not None:
+            conn.close()  # the TLS handshake failed or timed out, or the peer left
 
     def _pause(self, seconds: float) -> None:
         if not self._paused and not self._closed:
