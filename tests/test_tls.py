@@ -280,3 +280,18 @@ def test_python_binance_over_wss(server, certs, monkeypatch: pytest.MonkeyPatch)
             await asyncio.wait_for(client.ws_future.close(), 10)
 
     assert asyncio.run(scenario()) == expected
+
+
+def test_a_tls_handshake_that_never_comes_is_closed(server, certs) -> None:
+    """A client that connects to either TLS port and sends nothing is closed after the
+    TLS handshake deadline (10 s), not held for the event loop's default of 60 s."""
+    srv = tls_server(server, certs)
+    assert srv.rest_url is not None
+    silent = [
+        RawClient(srv.port, timeout=30),
+        RawClient(int(srv.rest_url.rsplit(":", 1)[1]), timeout=30),
+    ]
+    for client in silent:
+        assert client.wait_closed(timeout=30) == b""
+        client.sock.close()
+    assert wss_price(srv, certs.client_context())["result"]["symbol"] == "BTCUSDT"
