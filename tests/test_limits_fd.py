@@ -262,3 +262,16 @@ def test_rest_request_at_the_fd_limit_is_answered_503(server) -> None:
     finally:
         for client in held:
             client.sock.close()
+
+
+def test_idle_control_plane_sockets_are_closed_after_the_default_idle_timeout(server) -> None:
+    """The control plane's idle sockets go after 15 s too (aiohttp's own default is an
+    hour); a push or REST socket has the same default."""
+    srv = server("--control-port", "0", "--control-token", "T")
+    assert srv.control_url is not None
+    port = int(srv.control_url.rsplit(":", 1)[1])
+    client = RawClient(port, timeout=40)
+    started = time.monotonic()
+    assert client.wait_closed(timeout=40) == b""
+    assert time.monotonic() - started < 35
+    client.sock.close()
