@@ -32,7 +32,7 @@ from test_control import (
 )
 from tickerd.control import ControlClient, ControlError
 from tickerd.control.scenario import ScenarioError, load_scenario, parse_scenario
-from tickerd.transport.faults import LatencyFault, Target
+from tickerd.faults import LatencyFault, Target
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from .transport.aio import HttpLimits, netloc
 from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.resources import fd_warning, soft_fd_limit
-from .transport.ws import WSServer
+from .transport.ws import WSOptions, WSServer
 
 log = logging.getLogger("tickerd.server")
 
@@ -190,8 +191,8 @@ class Service:
         for feed in self.registry:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
             summary.append(f"tickerd feed {feed.name}: {self._describe(feed)}")
-        self.ws = WSServer(self.protocol, self.clock, s, health=self.health_report)
-        self.ws.ssl = self.tls.context if self.tls else None
+        tls = self.tls.context if self.tls else None
+        self.ws = WSServer(self.protocol, self.clock, ws_options(s, tls), health=self.health_report)
         await self.ws.start()
         if s.rest_port >= 0:
             http = HTTPServer(
@@ -291,3 +292,24 @@ class Service:
         finally:
             log.info("tickerd stopping")
             await self.stop()
+
+
+def ws_options(settings: Settings, tls: ssl.SSLContext | None = None) -> WSOptions:
+    """The WebSocket API server's options, from the settings (``tls``: serve wss://)."""
+    s = settings
+    return WSOptions(
+        host=s.host,
+        port=s.port,
+        path=s.path,
+        max_connections=s.max_connections,
+        max_message_bytes=s.max_message_bytes,
+        max_send_buffer_bytes=s.max_send_buffer_bytes,
+        ping_interval=s.ping_interval,
+        pong_timeout=s.pong_timeout,
+        max_lifetime=s.max_lifetime,
+        handshake_timeout=s.handshake_timeout,
+        close_timeout=s.close_timeout,
+        connect_limit=s.connect_limit,
+        ssl=tls,
+        max_total_send_buffer_bytes=s.max_total_send_buffer_bytes,
+    )

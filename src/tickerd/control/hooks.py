@@ -1,21 +1,16 @@
 """Where the control plane meets the WebSocket transport: the fault model, the injector
 that arms faults on live connections, and the view of those connections.
 
-Every import of ``transport/faults.py`` by the control plane goes through this module.
+Every import of the fault model and the injector by the control plane goes through this
+module.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..transport.faults import (
-    MAX_FAULTS,
-    FaultInjector,
-    LatencyFault,
-    PingFault,
-    RequestFault,
-    Target,
-)
+from ..faults import MAX_FAULTS, LatencyFault, PingFault, RequestFault, Target
+from ..transport.faults import FaultInjector
 
 __all__ = [
     "MAX_FAULTS",
