@@ -23,6 +23,7 @@ from .control.runtime import Control
 from .control.scenario import load_scenario
 from .feeds import Feed, FeedRegistry, FeedState, build_feeds
 from .health import FeedHealth, assess
+from .limit_log import LimitLog
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
@@ -68,7 +69,7 @@ class Service:
             )
         self.universe = universe
         self.book = PriceBook(universe)
-        self.limiter = RateLimiter(settings.weight_limit)
+        self.limiter = RateLimiter(settings.weight_limit, listener=LimitLog())
         self.protocol = Protocol(self.book, self.limiter)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
         self.rest = RestApi(self.book, self.limiter, universe)

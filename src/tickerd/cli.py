@@ -4,28 +4,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import gc
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
+from . import __version__
 from .config import ENV_PREFIX, Settings
 from .errors import TickerdError
+from .loop import run
+from .timestamps import UTCFormatter
 from .tls import TLSError
-
-
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
 
 
 def _add_settings(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
@@ -57,6 +48,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickerd", description="A self-hosted, Binance-compatible price service."
     )
+    parser.add_argument("--version", action="version", version=f"tickerd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the WebSocket API and REST servers")
     _add_settings(serve, env)
@@ -76,10 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         settings = settings_from(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
         from .app import Service
         from .transport.resources import raise_fd_limit
 
@@ -90,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Everything built at start-up lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise walk it every few thousand
             # requests.
-            _run(service.serve_forever(on_ready=gc.freeze))
+            run(service.serve_forever(on_ready=gc.freeze))
         except TLSError as exc:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 2
