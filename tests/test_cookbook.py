@@ -323,6 +323,7 @@ NOT_RUN_HERE = {
     "healthz-example": "tests/test_health.py checks each verdict of a mirror starting, down and up",
     "kubernetes-probes": "a Kubernetes manifest fragment; the probes' /healthz is tests/test_health.py",
     "startup-summary": "tests/test_service.py checks these lines of a real start-up",
+    "tls-serve": "tests/test_tls.py serves with these flags, certificates made by the test",
 }
 
 
