@@ -322,6 +322,7 @@ NOT_RUN_HERE = {
     "scenario-example": "loaded and run by tests/test_scenario.py",
     "healthz-example": "tests/test_health.py checks each verdict of a mirror starting, down and up",
     "kubernetes-probes": "a Kubernetes manifest fragment; the probes' /healthz is tests/test_health.py",
+    "fuzz-long": "the fuzzer's long mode (minutes); tests/test_fuzz.py runs the same cases, fewer",
     "startup-summary": "tests/test_service.py checks these lines of a real start-up",
     "tls-serve": "tests/test_tls.py serves with these flags, certificates made by the test",
 }

@@ -215,7 +215,7 @@ def test_bad_tls_files_stop_serve_with_one_line_and_status_2(certs, tmp_path, ca
     err = done.stderr.decode()
     assert done.returncode == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tickerd: --tls-"), err
+    assert len(lines) == 1 and lines[0].startswith("tickerd serve: ") and "--tls-" in lines[0], err
     assert "Traceback" not in err
 
 

@@ -35,6 +35,7 @@ from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.resources import fd_warning, soft_fd_limit
 from .transport.ws import WSOptions, WSServer
+from .validation import check_settings
 
 log = logging.getLogger("tickerd.server")
 
@@ -53,6 +54,7 @@ class Service:
         universe: SymbolUniverse | None = None,
         feeds: list[Feed] | None = None,
     ) -> None:
+        check_settings(settings)  # the rules of the flags, for Settings built in Python
         self.settings = settings
         # Refused before anything is built: a control port without a token.
         if settings.control_port >= 0 and not settings.control_token:
@@ -179,7 +181,7 @@ class Service:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
-            restored = await self.store.restore(self.book)
+            restored = await self.store.restore(self.book, self.clock.now_ms())
             self.store.attach(self.book)
             summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         for feed in self.registry:

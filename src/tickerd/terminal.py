@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from .client import DEFAULT_URL, Client
 from .errors import BinanceError, ConnectionLost, ProtocolError, RequestTimeout, TickerdError
 from .loop import run
 from .quotes import SymbolError, describe, fetch_each, table
 from .timestamps import iso_time, with_utc
+from .validation import is_decimal, read_url
 
 __all__ = ["REST_URL_ENV", "URL_ENV", "add_commands", "run_command"]
 
@@ -35,6 +35,7 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
     """Add ``price`` and ``watch`` to the ``tickerd`` subcommands."""
     url = env.get(URL_ENV) or DEFAULT_URL
     url_help = f"WebSocket API URL (env {URL_ENV}; default {url})"
+    ws_url = _url_type(("ws", "wss"), URL_ENV, env.get(URL_ENV))
     timeout_help = "seconds to wait for a connection or a reply (default 10)"
 
     price = sub.add_parser(
@@ -46,7 +47,7 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     price.add_argument("symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)")
-    price.add_argument("--url", type=_ws_url, default=url, help=url_help)
+    price.add_argument("--url", type=ws_url, default=url, help=url_help)
     price.add_argument(
         "--timeout", type=_positive, default=10.0, metavar="SECONDS", help=timeout_help
     )
@@ -63,11 +64,11 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
     watch_cmd.add_argument(
         "symbols", nargs="*", help="e.g. BTCUSDT ETHUSDT (default: every symbol)"
     )
-    watch_cmd.add_argument("--url", type=_ws_url, default=url, help=url_help)
+    watch_cmd.add_argument("--url", type=ws_url, default=url, help=url_help)
     rest = env.get(REST_URL_ENV) or None
     watch_cmd.add_argument(
         "--rest-url",
-        type=_http_url,
+        type=_url_type(("http", "https"), REST_URL_ENV, rest),
         default=rest,
         metavar="URL",
         help=f"REST base URL whose /fapi/v1/time is the server's clock (env {REST_URL_ENV}; "
@@ -93,37 +94,27 @@ def add_commands(sub: Any, env: dict[str, str]) -> None:
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
+    if not is_decimal(text) or not float(text) > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
+    return float(text)
 
 
-def _ws_url(text: str) -> str:
-    return _url(text, ("ws", "wss"))
+def _url_type(schemes: tuple[str, ...], variable: str, from_env: str | None) -> Any:
+    """An argparse type for a URL flag; its error names ``variable`` when the value came
+    from there."""
 
+    def url(text: str) -> str:
+        try:
+            return read_url(text, {"schemes": schemes})
+        except ValueError as exc:
+            where = f" (from {variable})" if text == from_env else ""
+            raise argparse.ArgumentTypeError(f"{text!r}{where}: {exc}") from None
 
-def _http_url(text: str) -> str:
-    return _url(text, ("http", "https"))
-
-
-def _url(text: str, schemes: tuple[str, ...]) -> str:
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError when out of range
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
-    if parts.scheme not in schemes or not parts.hostname:
-        wanted = " or ".join(f"{s}://" for s in schemes)
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL starting with {wanted}")
-    return text
+    return url
 
 
 def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not is_decimal(text) or "." in text or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of refreshes, 1 or more")
     return int(text)
 
