@@ -1,12 +1,15 @@
 """Command line: ``tickerd serve`` (every flag also a TICKERD_* environment variable),
-``tickerd price`` and ``tickerd watch`` (terminal.py)."""
+``tickerd price`` and ``tickerd watch`` (terminal.py), ``tickerd symbols fetch``
+(universe_file.py)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -16,7 +19,7 @@ from .config import GROUPS, Settings, default_text, env_of, flag_of, setting_rul
 from .errors import TickerdError
 from .loop import run
 from .timestamps import UTCFormatter
-from .tls import TLSError
+from .tls import TLSError, TLSFiles
 from .validation import Resolved, SettingError, resolve
 
 SERVE_EXAMPLES = """\
@@ -34,7 +37,8 @@ wins over its variable). A bad value stops tickerd with one line and exit status
 _METAVARS = {
     "float": "N", "int": "N", "choice": "LEVEL", "list": "NAMES", "symbols": "SYMBOLS",
     "host": "HOST", "path": "PATH", "url": "URL", "file": "FILE", "paths": "PATHS",
-    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT",
+    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT", "proxy": "URL",
+    "folder": "FOLDER", "count": "N", "redis": "URL", "networks": "CIDRS", "keyprefix": "PREFIX",
 }  # fmt: skip
 _UNIT_METAVARS = {"s": "SECONDS", "bytes": "BYTES", "ticks/s": "RATE"}
 
@@ -103,6 +107,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     from .terminal import add_commands
 
     add_commands(sub, env)  # price, watch
+    from .universe_file import add_commands as add_symbols_commands
+
+    add_symbols_commands(sub)  # symbols fetch
     for command in sub.choices.values():
         command.error = _one_line_error(command.prog, command.exit)  # type: ignore[method-assign,assignment]
     return parser
@@ -135,10 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = logging.StreamHandler()
         handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-        from .app import Service
         from .transport.resources import raise_fd_limit
 
         raise_fd_limit()  # soft RLIMIT_NOFILE up to the hard limit (Service warns if too low)
+        if settings.workers != "1":  # --workers: a supervisor forks the workers
+            return _supervise(settings)
+        from .app import Service
 
         try:
             service = Service(settings)
@@ -153,11 +162,83 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "symbols":
+        from .universe_file import run as run_symbols
+
+        return run_symbols(args)
     if args.command in ("price", "watch"):
         from .terminal import run_command
 
         return run_command(args)
     return 2
+
+
+def _supervise(settings: Settings) -> int:
+    """``tickerd serve --workers N``: bind the public ports once, run N workers on them."""
+    from .cluster.supervisor import Supervisor, worker_count
+
+    try:
+        n = worker_count(settings.workers)
+    except ValueError as exc:
+        print(f"tickerd: {exc}", file=sys.stderr)
+        return 2
+    try:  # bad TLS files stop the start here, not in every worker again and again
+        tls = TLSFiles.of(settings.tls_cert, settings.tls_key)
+    except TLSError as exc:
+        print(f"tickerd serve: {exc}", file=sys.stderr)
+        return 2
+    if (
+        n > 1
+        and not settings.redis
+        and (settings.control_port >= 0 or "push" in settings.feed.split(","))
+    ):
+        print(
+            "tickerd: --workers with the control plane or the push feed needs --redis "
+            "(the workers share prices and limits through it)",
+            file=sys.stderr,
+        )
+        return 2
+    ports = {"ws": settings.port}
+    if settings.rest_port >= 0:
+        ports["rest"] = settings.rest_port
+    supervisor = Supervisor(
+        lambda i, socks: _worker(settings, bound, i, socks),
+        n,
+        settings.host,
+        ports,
+        forward=(signal.SIGHUP,) if tls else (),  # each worker reloads its certificate
+    )
+    try:
+        bound = supervisor.bind()
+    except OSError as exc:
+        print(f"tickerd: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("tickerd.supervisor").info(
+        "tickerd supervisor: %d workers, WebSocket port %d, REST port %s",
+        n,
+        bound["ws"],
+        bound.get("rest", "off"),
+    )
+    return supervisor.run()
+
+
+def _worker(settings: Settings, ports: dict[str, int], index: int, socks: dict[str, Any]) -> int:
+    from .app import Service
+
+    # Worker 0 alone serves the control plane (its operations reach the others via Redis).
+    settings = dataclasses.replace(
+        settings,
+        port=ports["ws"],
+        rest_port=ports.get("rest", -1),
+        control_port=settings.control_port if index == 0 else -1,
+    )
+    try:
+        service = Service(settings, sockets=socks, worker=index)
+        run(service.serve_forever(on_ready=gc.freeze))
+    except (TickerdError, OSError) as exc:
+        print(f"tickerd: worker {index}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

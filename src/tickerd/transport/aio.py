@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ def netloc(host: str, port: int) -> str:
 
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ProtocolWrapper = Callable[[Callable[[], Any]], Callable[[], Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,19 @@ class HttpLimits:
 class GatedServer(web.Server):
     """aiohttp's low-level server with :class:`HttpLimits` on its connections."""
 
-    def __init__(self, handler: Handler, limits: HttpLimits, what: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: HttpLimits,
+        what: str,
+        client_of: Callable[[Any], str] = client_ip,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(self._gate, keepalive_timeout=limits.idle_timeout, **kwargs)
         self.handler = handler
         self.limits = limits
         self.what = what
+        self.client_of = client_of  # peer address -> the client IP the caps count
         self.admitted: dict[RequestHandler, str] = {}  # connection -> client IP
         self.per_ip: dict[str, int] = {}
         self.refused: set[RequestHandler] = set()
@@ -74,7 +84,7 @@ class GatedServer(web.Server):
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        ip = client_ip(transport.get_extra_info("peername"))
+        ip = self.client_of(transport.get_extra_info("peername"))
         limits = self.limits
         held = self.per_ip.get(ip, 0)
         if len(self.admitted) < limits.max_connections and held < limits.max_connections_per_ip:
@@ -119,14 +129,28 @@ class GatedServer(web.Server):
 
 class ListenerSite(web.BaseSite):
     """An aiohttp site on a :class:`~tickerd.transport.resources.Listener`: at the fd limit
-    a new connection is still answered 503, and a TLS handshake has a short deadline."""
+    a new connection is still answered 503, and a TLS handshake has a short deadline.
 
-    __slots__ = ("_host", "_port")
+    It binds ``host:port``, or accepts on ``sock`` (a listening socket handed over); ``wrap``
+    puts a protocol in front of aiohttp's (the PROXY protocol gate)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, **site: Any) -> None:
+    __slots__ = ("_host", "_port", "_sock", "_wrap")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        wrap: ProtocolWrapper | None = None,
+        **site: Any,
+    ) -> None:
         super().__init__(runner, **site)
         self._host = host
-        self._port = port
+        self._port = port if sock is None else int(sock.getsockname()[1])
+        self._sock = sock
+        self._wrap = wrap
 
     @property
     def name(self) -> str:
@@ -139,9 +163,11 @@ class ListenerSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        factory: Callable[[], Any] = server if self._wrap is None else self._wrap(server)
         self._server = await listen(
-            asyncio.get_running_loop(), server, self._host, self._port,
+            asyncio.get_running_loop(), factory, self._host, self._port,
             backlog=self._backlog, ssl_context=self._ssl_context, what="HTTP requests",
+            sock=self._sock,
         )  # fmt: skip
 
 
@@ -163,15 +189,25 @@ class Site:
         assert self._port is not None, "not started"
         return self._port
 
-    async def listen(self, runner: web.BaseRunner, host: str, port: int, **site: Any) -> None:
-        """Set ``runner`` up and listen on ``host:port``.
+    async def listen(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        wrap: ProtocolWrapper | None = None,
+        **site: Any,
+    ) -> None:
+        """Set ``runner`` up and listen on ``host:port`` (or on ``sock``, a listening socket
+        handed over; ``wrap`` puts a protocol in front of aiohttp's: the PROXY protocol gate).
 
         On failure (e.g. the port is taken) the runner is cleaned up before the error
         propagates.
         """
         await runner.setup()
         try:
-            await ListenerSite(runner, host, port, **site).start()
+            await ListenerSite(runner, host, port, sock=sock, wrap=wrap, **site).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -187,21 +223,26 @@ class Site:
         max_body_bytes: int,
         limits: HttpLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        wrap: ProtocolWrapper | None = None,
+        client_of: Callable[[Any], str] = client_ip,
         **site: Any,
     ) -> None:
         """Listen with aiohttp's low-level server: one handler for every request, bodies
-        bounded, no access log, connections capped and idle ones closed (``limits``);
-        HTTPS with ``ssl_context``."""
+        bounded, no access log, connections capped and idle ones closed (``limits``, each
+        client IP as ``client_of`` tells it from the peer address); HTTPS with
+        ``ssl_context``."""
         server = GatedServer(
             handler,
             limits or HttpLimits(),
             f"HTTP port {port}",
+            client_of,
             request_factory=bounded_requests(max_body_bytes),
             access_log=None,
             lingering_time=0.0,  # a body left unread closes the connection, not drained
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await self.listen(runner, host, port, ssl_context=ssl_context, **site)
+        await self.listen(runner, host, port, ssl_context=ssl_context, sock=sock, wrap=wrap, **site)
         server.what = f"HTTP port {self.port}"
 
     async def stop(self) -> None:

@@ -25,15 +25,17 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..clock import Clock
 from ..rest import RestApi, RestReply
 from .aio import HttpLimits, Site
-from .ws import client_ip
+from .ws import peer_client
 
 log = logging.getLogger("tickerd.server")
 
 CLIENT_MAX_SIZE = 1024
+NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 HEALTH_PATH = "/healthz"
 
 
@@ -46,6 +48,7 @@ class RestOptions:
     port: int = 9001
     limits: HttpLimits = field(default_factory=HttpLimits)
     ssl_context: ssl.SSLContext | None = None
+    sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
 
 class HTTPServer:
@@ -68,6 +71,9 @@ class HTTPServer:
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
+        # Load-balancer hooks (see WSServer): the client of a request, a protocol in front.
+        self.client_of: Callable[[Any, Any], str] = peer_client
+        self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
 
     @property
     def port(self) -> int:
@@ -83,6 +89,10 @@ class HTTPServer:
             max_body_bytes=CLIENT_MAX_SIZE,
             limits=self.options.limits,
             ssl_context=self.options.ssl_context,
+            sock=self.options.sock,
+            wrap=self.wrap,
+            # the connection caps count a client as requests do (a PROXY source, else the peer)
+            client_of=lambda peer: self.client_of(peer, NO_HEADERS),
             backlog=1024,
         )
 
@@ -104,7 +114,7 @@ class HTTPServer:
             request.method,
             path,
             url.raw_query_string,
-            client_ip(peer),
+            self.client_of(peer, request.headers),
             self.clock.now_ms(),
         )
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

@@ -281,8 +281,14 @@ async def listen(
     backlog: int = 4096,
     ssl_context: ssl.SSLContext | None = None,
     what: str = "WebSocket handshakes",
+    sock: socket.socket | None = None,
 ) -> Listener:
-    """Bind ``host:port`` (SO_REUSEADDR) and accept into ``factory`` through a :class:`Listener`."""
+    """Bind ``host:port`` (SO_REUSEADDR) and accept into ``factory`` through a :class:`Listener`;
+    with ``sock`` (a listening socket handed over, e.g. a reuseport worker's) accept on it."""
+    if sock is not None:
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return Listener(loop, factory, [sock], ssl_context, what)
     infos = await loop.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )

@@ -88,6 +88,7 @@ class WSOptions:
     connect_limit: int = weights.CONNECT_LIMIT
     ssl: ssl.SSLContext | None = None  # serve wss:// with this context
     max_total_send_buffer_bytes: int = 64 * 1024 * 1024  # over all connections (budget.py)
+    sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
     def limits(self) -> Limits:
         """The per-connection bounds and timers."""
@@ -98,6 +99,11 @@ class WSOptions:
             self.max_lifetime,
             self.close_timeout,
         )
+
+
+def peer_client(peer: Any, headers: Any) -> str:
+    """The client of a request: its TCP peer (``--trusted-proxy`` swaps this out)."""
+    return client_ip(peer)
 
 
 def client_ip(peer: Any) -> str:
@@ -268,6 +274,10 @@ class WSServer:
         self.slow_readers_cut = 0
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
+        # Load-balancer hooks: who a request's client is, and a protocol in front of
+        # picows' (the PROXY protocol); set before start().
+        self.client_of: Callable[[Any, Any], str] = peer_client
+        self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
         self.loop = asyncio.get_running_loop()
         self.budget = SendBudget(options.max_total_send_buffer_bytes)
         self._server: Listener | None = None
@@ -282,9 +292,10 @@ class WSServer:
     async def start(self) -> None:
         """Listen on ``options.host:options.port`` (TLS when ``options.ssl`` is set)."""
         o = self.options
+        factory = self._make_protocol if self.wrap is None else self.wrap(self._make_protocol)
         # Our own accept loop: at the fd limit a handshake is still answered 503.
         self._server = await listen(
-            self.loop, self._make_protocol, o.host, o.port, backlog=4096, ssl_context=o.ssl
+            self.loop, factory, o.host, o.port, backlog=4096, ssl_context=o.ssl, sock=o.sock
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tickerd-ws-sweeper")
 
@@ -323,7 +334,7 @@ class WSServer:
         proto: Any = None
 
         def route(request: WSUpgradeRequest) -> Any:
-            return self.route(request, client_ip(peer_of(proto)))
+            return self.route(request, self.client_of(peer_of(proto), request.headers))
 
         proto = server_protocol(
             route,
