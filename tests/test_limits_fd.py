@@ -129,8 +129,7 @@ def test_a_flood_past_the_caps_is_closed_and_descriptors_stay_bounded(server) ->
     baseline = open_fds(srv.pid)
     flood: list[RawClient] = []
     try:
-        for _ in range(300):
-            flood.append(RawClient(port, source="127.0.0.2", timeout=10))
+        flood.extend(RawClient(port, source="127.0.0.2", timeout=10) for _ in range(300))
         closed = 0
         for client in flood[50:]:  # past the 10 admitted and the 40 refused waiting
             seen = client.wait_closed(timeout=10)

@@ -214,7 +214,7 @@ class Site:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
 
-    async def serve(
+    async def serve(  # noqa: PLR0913 - keyword-only options
         self,
         handler: Handler,
         host: str,

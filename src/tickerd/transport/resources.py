@@ -16,6 +16,7 @@ logged at most once per :data:`LOG_EVERY_S`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -47,10 +48,9 @@ def raise_fd_limit() -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the (soft, hard) now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        try:
+        # ValueError: e.g. an unlimited hard limit the kernel caps lower.
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):  # e.g. an unlimited hard limit the kernel caps lower
-            pass
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft, hard
 
