@@ -13,6 +13,7 @@ from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
 from .control import Control
 from .feeds import Feed, build_feeds
+from .ops import OpsSurface
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
@@ -72,6 +73,7 @@ class Service:
         # The control plane: refuses --control-port without --control-token and loads the
         # --scenario file here, so bad settings stop the service before it listens.
         self.control = Control(self)
+        self.ops = OpsSurface(self)  # ops: /metrics, /status, /dashboard; feed-state logs
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -112,6 +114,7 @@ class Service:
             await self.store.open()
             await self.store.restore(self.book)
             self.store.attach(self.book)
+        self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
         for feed in self.feeds:
             feed.prime(self.book)
         for feed in self.feeds:
@@ -142,6 +145,7 @@ class Service:
                 self.control_http = None
                 raise
             log.info("tickerd control ready: %s", self.control_http.url)
+        await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
         # A --scenario file starts now: its 0 ms steps apply before clients are told "ready".
         self.control.start()
         # Everything built so far lives as long as the service: keep it out of the cyclic
@@ -152,6 +156,7 @@ class Service:
     async def stop(self) -> None:
         """Close connections, stop feeds."""
         self.control.stop()
+        await self.ops.stop()  # ops
         if self.control_http is not None:
             await self.control_http.stop()
         if self.http is not None:
@@ -168,10 +173,12 @@ class Service:
     async def _run_feed(self, feed: Feed) -> None:
         try:
             await feed.run(self.book)
+            self.ops.feed_ended(feed.name)  # ops
             log.info("feed %s finished", feed.name)
         except asyncio.CancelledError:
             raise
         except Exception:
+            self.ops.feed_ended(feed.name, failed=True)  # ops
             log.exception("feed %s failed; its prices stay as they were", feed.name)
 
     async def serve_forever(self) -> None:

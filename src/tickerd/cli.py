@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -74,10 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         settings = settings_from(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from .ops.logs import configure_logging
+
+        try:
+            configure_logging(settings.log_level, settings.log_format)
+        except ValueError as exc:
+            print(f"tickerd: {exc}", file=sys.stderr)
+            return 1
         from .app import Service
 
         try:

@@ -107,6 +107,16 @@ class Settings:
         default=None, metadata={"help": "JSON scenario file of timed control steps to run"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    log_format: str = field(
+        default="text", metadata={"help": "log format: text, or json (one object per line)"}
+    )
+    ops_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the ops surface (metrics, status)"}
+    )
+    ops_port: int = field(
+        default=9003,
+        metadata={"help": "ops port: /metrics, /status, /dashboard (0: any free port, -1: off)"},
+    )
 
 
 def setting_names() -> list[str]:

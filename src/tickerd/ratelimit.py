@@ -76,6 +76,7 @@ class RateLimiter:
         self.ban_grace = ban_grace
         self.ban_memory_ms = ban_memory_ms
         self.max_clients = max_clients
+        self.weight_spent = 0  # ops: every weight charged (refused requests' too)
         self._clients: dict[str, ClientWindow] = {}
 
     def charge(self, key: str, weight: int, now_ms: int) -> int:
@@ -96,6 +97,7 @@ class RateLimiter:
             raise self._banned(key, c, now_ms)
         used = c.used + weight
         c.used = used
+        self.weight_spent += weight  # ops
         if used <= self.limit:
             return used
         c.refused += 1

@@ -31,9 +31,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 from .book import PriceBook, TickRejected
+from .counters import StoreCounters
 from .errors import TickerdError
 from .models import Tick
 
@@ -70,6 +72,7 @@ class PriceStore:
         self.flush_interval = flush_interval
         self.flushes = 0
         self.written = 0
+        self.counters = StoreCounters()  # ops: flush durations and failed writes
         self._dirty: dict[str, Tick] = {}
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -157,6 +160,7 @@ class PriceStore:
         if not self._dirty:
             return 0
         batch, self._dirty = self._dirty, {}
+        started = perf_counter_ns()  # ops
         try:
             await self._call(self._write, list(batch.values()))
         except BaseException as exc:
@@ -164,9 +168,11 @@ class PriceStore:
             batch.update(self._dirty)
             self._dirty = batch
             if isinstance(exc, sqlite3.Error | OSError):
+                self.counters.failures += 1  # ops
                 log.error("store %s: write failed, retrying: %s", self.path, exc)
                 return 0
             raise
+        self.counters.duration.observe(perf_counter_ns() - started)  # ops
         self.flushes += 1
         self.written += len(batch)
         return len(batch)

@@ -20,8 +20,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from .. import weights
 from ..clock import Clock
 from ..config import Settings
+from ..counters import RestCounters
 from ..rest import RestApi, RestReply
 from .aio import Site
 from .ws import client_ip
@@ -42,6 +44,7 @@ class HTTPServer:
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
+        self.counters = RestCounters(weights.REST)  # ops: read at scrape time
 
     @property
     def port(self) -> int:
@@ -73,4 +76,5 @@ class HTTPServer:
             client_ip(peer),
             self.clock.now_ms(),
         )
+        self.counters.count(url.raw_path, reply.status)  # ops
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

@@ -31,6 +31,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -50,6 +51,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from .. import weights
 from ..clock import Clock
 from ..config import Settings
+from ..counters import ConnectionCounters
 from ..errors import BinanceError, ErrorCode
 from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
@@ -119,6 +121,7 @@ class Connection(WSListener):
         self.unanswered_since = 0.0  # when the oldest ping still without a pong was sent
         self.close_sent_at = 0.0
         self.batch_now = 0  # the clock, read at the first frame of a socket read
+        self.read_ns = 0  # ops: when the first request frame of this read was seen
         self.control_window = 0
         self.control_count = 0
 
@@ -155,10 +158,14 @@ class Connection(WSListener):
         if frame.last_in_buffer:
             self.batch_now = 0
             self.flush()
+            if self.read_ns:  # ops: reply latency of this read
+                self.server.counters.latency.observe(perf_counter_ns() - self.read_ns)
+                self.read_ns = 0
 
     def read_time(self) -> int:
         """The time for every frame of the current socket read: read once per read."""
         now = self.batch_now = self.now_ms()
+        self.read_ns = perf_counter_ns()  # ops
         return now
 
     # -- replies --------------------------------------------------------------------------
@@ -341,6 +348,7 @@ class WSServer:
         self.connections: set[Connection] = set()
         self.attempts = AttemptCounter(settings.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
+        self.counters = ConnectionCounters()  # ops: read at scrape time
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
         self.loop = asyncio.get_running_loop()
@@ -380,10 +388,14 @@ class WSServer:
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
+        self.counters.open(conn.conn_id, conn.session.client)  # ops
         if self.faults is not None:
             self.faults.attach(conn)
 
     def discard(self, conn: Connection) -> None:
+        if conn in self.connections:  # ops
+            handshake = conn.ws.close_handshake if conn.ws is not None else None
+            self.counters.close(conn.conn_id, conn.session.client, handshake)
         self.connections.discard(conn)
         if self.faults is not None:
             self.faults.detach(conn)
@@ -417,8 +429,10 @@ class WSServer:
         _accept_connection_token_list(request)
         now = self.clock.now_ms()
         if len(self.connections) >= self.settings.max_connections:
+            self.counters.refused["max_connections"] += 1  # ops
             return _refuse(503, BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
         if not self.attempts.allow(ip, now):
+            self.counters.refused["connect_limit"] += 1  # ops
             return _refuse(
                 429,
                 {
@@ -430,6 +444,7 @@ class WSServer:
         try:
             self.protocol.limiter.charge(ip, weights.WS_HANDSHAKE_WEIGHT, now)
         except BinanceError as err:
+            self.counters.refused["banned" if err.status == 418 else "rate_limited"] += 1  # ops
             retry_s = max(1, -(-((err.retry_after_ms or now) - now) // 1000))
             return _refuse(err.status, {"code": err.code, "msg": err.msg}, retry_s)
         return Connection(self, Session.from_query(ip, dict(parse_qsl(query))))

@@ -1,0 +1,11 @@
+"""Operations: what an operator sees of a running tickerd.
+
+``/metrics`` (Prometheus), ``/status`` (JSON) and ``/dashboard`` (a live page) on the ops
+port (:mod:`tickerd.ops.surface`), feed state tracking (:mod:`tickerd.ops.tracker`) and the
+log formats (:mod:`tickerd.ops.logs`). The counters they read are kept where requests are
+handled, in :mod:`tickerd.counters`.
+"""
+
+from .surface import OpsSurface
+
+__all__ = ["OpsSurface"]
