@@ -51,7 +51,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from .. import weights
 from ..clock import Clock
 from ..config import Settings
-from ..counters import ConnectionCounters
+from ..counters import LATENCY_SAMPLE, ConnectionCounters
 from ..errors import BinanceError, ErrorCode
 from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
@@ -121,7 +121,8 @@ class Connection(WSListener):
         self.unanswered_since = 0.0  # when the oldest ping still without a pong was sent
         self.close_sent_at = 0.0
         self.batch_now = 0  # the clock, read at the first frame of a socket read
-        self.read_ns = 0  # ops: when the first request frame of this read was seen
+        self.read_ns = 0  # ops: when the first request frame of a timed read was seen
+        self.untimed = 0  # ops: reads left before the next timed one
         self.control_window = 0
         self.control_count = 0
 
@@ -158,14 +159,17 @@ class Connection(WSListener):
         if frame.last_in_buffer:
             self.batch_now = 0
             self.flush()
-            if self.read_ns:  # ops: reply latency of this read
+            if self.read_ns:  # ops: reply latency of a timed read
                 self.server.counters.latency.observe(perf_counter_ns() - self.read_ns)
                 self.read_ns = 0
 
     def read_time(self) -> int:
         """The time for every frame of the current socket read: read once per read."""
         now = self.batch_now = self.now_ms()
-        self.read_ns = perf_counter_ns()  # ops
+        if not self.untimed:  # ops: one read in LATENCY_SAMPLE is timed
+            self.untimed = LATENCY_SAMPLE
+            self.read_ns = perf_counter_ns()
+        self.untimed -= 1
         return now
 
     # -- replies --------------------------------------------------------------------------
