@@ -32,10 +32,12 @@ LATENCY_BOUNDS_NS = (
     1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000,
     100_000_000, 250_000_000, 1_000_000_000,
 )  # fmt: skip
-#: One socket read in this many is timed for the latency histogram (the first of each
-#: connection, then every LATENCY_SAMPLE-th): two clock reads and a bucket cost about as
-#: much as a request, so timing each read would cost an unpipelined client ~10 %.
-LATENCY_SAMPLE = 16
+#: A socket read is timed for the latency histogram when the service clock's millisecond
+#: at its first request frame has none of these bits set: one millisecond in 16. Timing
+#: every read (two clock reads and a bucket) would cost an unpipelined request ~10 %; the
+#: test reuses the clock value every read already takes, so an untimed read pays one
+#: bit test. While the service clock stands still, every read or none is timed.
+LATENCY_SAMPLE_MASK = 15
 #: Upper bounds (ns) of the store flush-duration buckets: 1 ms to 10 s.
 FLUSH_BOUNDS_NS = (
     1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000,
@@ -158,8 +160,8 @@ def close_code_label(code: int | None) -> str:
 class ConnectionCounters:
     """WebSocket connections (kept by the WebSocket server) and its reply latency.
 
-    ``latency`` holds one observation per timed socket read that carried requests (one in
-    :data:`LATENCY_SAMPLE`): from the first request frame of the read to the write of
+    ``latency`` holds one observation per timed socket read that carried requests (see
+    :data:`LATENCY_SAMPLE_MASK`): from the first request frame of the read to the write of
     the replies.
     """
 

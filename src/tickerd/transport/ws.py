@@ -51,7 +51,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from .. import weights
 from ..clock import Clock
 from ..config import Settings
-from ..counters import LATENCY_SAMPLE, ConnectionCounters
+from ..counters import LATENCY_SAMPLE_MASK, ConnectionCounters
 from ..errors import BinanceError, ErrorCode
 from ..protocol import CloseConnection, Protocol, Reply, Session
 from ..ratelimit import AttemptCounter
@@ -122,7 +122,6 @@ class Connection(WSListener):
         self.close_sent_at = 0.0
         self.batch_now = 0  # the clock, read at the first frame of a socket read
         self.read_ns = 0  # ops: when the first request frame of a timed read was seen
-        self.untimed = 0  # ops: reads left before the next timed one
         self.control_window = 0
         self.control_count = 0
 
@@ -166,10 +165,8 @@ class Connection(WSListener):
     def read_time(self) -> int:
         """The time for every frame of the current socket read: read once per read."""
         now = self.batch_now = self.now_ms()
-        if not self.untimed:  # ops: one read in LATENCY_SAMPLE is timed
-            self.untimed = LATENCY_SAMPLE
+        if not now & LATENCY_SAMPLE_MASK:  # ops: reads in one clock millisecond in 16 are timed
             self.read_ns = perf_counter_ns()
-        self.untimed -= 1
         return now
 
     # -- replies --------------------------------------------------------------------------
