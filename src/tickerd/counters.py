@@ -195,7 +195,9 @@ class ConnectionCounters:
         if code is None:
             log.debug("connection %d from %s closed without a close frame", conn_id, client)
         else:
-            reason = info.reason if info is not None else ""
+            reason = getattr(info, "reason", None) or ""
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
             log.debug(
                 "connection %d from %s closed by the %s: %d %r", conn_id, client, side, code, reason
             )

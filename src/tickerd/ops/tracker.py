@@ -10,8 +10,9 @@ A feed's state is the one it reports (``status()["state"]``, a
 :class:`~tickerd.feeds.state.FeedState` value); a feed that reports none is ``starting``
 before the service starts, ``up`` while it runs, and ``finished`` or ``failed`` once its
 task ended (the service tells :meth:`FeedTracker.ended`). A task that died is ``failed``
-whatever the feed says of itself. :meth:`FeedTracker.watch` logs every change of state,
-checked once per ``interval``.
+whatever the feed says of itself. :meth:`FeedTracker.watch` logs every change of state
+(from ``starting`` on), checked once per ``interval``: INFO into ``up`` or ``finished``,
+WARNING into any other state.
 """
 
 from __future__ import annotations
@@ -123,14 +124,12 @@ class FeedTracker:
         """Log every feed whose state changed since the last check."""
         for feed in self.feeds:
             state = self.state(feed)
-            before = self._logged.get(feed.name)
+            before = self._logged.get(feed.name, FeedState.STARTING.value)
             if state == before:
                 continue
             self._logged[feed.name] = state
-            if before is None and state in HEALTHY:
-                continue  # the normal first state is no news
             level = logging.INFO if state in HEALTHY else logging.WARNING
-            log.log(level, "feed %s: %s -> %s", feed.name, before or "new", state)
+            log.log(level, "feed %s: %s -> %s", feed.name, before, state)
 
     async def watch(self, interval: float) -> None:
         """Check the states every ``interval`` seconds, until cancelled."""
