@@ -444,3 +444,30 @@ def test_ops_port_minus_one_turns_the_surface_off(server):
     srv = server("--ops-port", "-1")
     assert srv.ops_url is None
     assert "tickerd ops ready" not in srv.log()
+
+
+def test_live_channel_bounds_dashboards_and_their_messages(server):
+    from tickerd.ops.live import MAX_CLIENTS, MAX_INBOUND_BYTES
+
+    srv = server()
+    assert srv.ops_url is not None
+    port = int(srv.ops_url.rsplit(":", 1)[1])
+    pages = []
+    try:
+        for _ in range(MAX_CLIENTS):
+            page = RawClient(port)
+            pages.append(page)
+            assert page.handshake("/dashboard/live").status == 101
+            assert page.recv_frame().opcode == OP_TEXT
+        extra = RawClient(port)
+        pages.append(extra)
+        refused = extra.handshake("/dashboard/live")
+        assert refused.status == 503
+        assert f"at most {MAX_CLIENTS} dashboards".encode() in refused.body
+        # A page may send nothing of size: an oversized message closes it (1009).
+        chatty = pages[0]
+        chatty.send(chatty.frame(OP_TEXT, b"x" * (MAX_INBOUND_BYTES + 1)))
+        assert chatty.expect_close().close_code == 1009
+    finally:
+        for page in pages:
+            page.close()

@@ -136,6 +136,7 @@ class Service:
                 raise
             # Logged before the WS line: once "tickerd ready" appears, both are up.
             log.info("tickerd REST ready: %s", self.rest_url)
+        await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
         self.control.bind(self.ws, self.http)
         if self.settings.control_port >= 0:
             self.control_http = ControlHTTPServer(self.control, self.settings)
@@ -145,7 +146,6 @@ class Service:
                 self.control_http = None
                 raise
             log.info("tickerd control ready: %s", self.control_http.url)
-        await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
         # A --scenario file starts now: its 0 ms steps apply before clients are told "ready".
         self.control.start()
         # Everything built so far lives as long as the service: keep it out of the cyclic
