@@ -471,3 +471,77 @@ def test_live_channel_bounds_dashboards_and_their_messages(server):
     finally:
         for page in pages:
             page.close()
+
+
+def test_json_log_line_carries_a_traceback_as_one_string():
+    import logging
+
+    from tickerd.ops.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "tickerd.store", logging.ERROR, __file__, 1, "failed %s", ("now",), None
+    )
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    doc = json.loads(line)
+    assert doc["message"] == "failed now" and doc["level"] == "ERROR"
+    assert doc["logger"] == "tickerd.store"
+    assert "ValueError: boom\nsecond line" in doc["exception"]
+
+
+def test_store_flush_durations_and_failures_are_scraped(tmp_path):
+    import asyncio
+    import sqlite3
+
+    import aiohttp
+
+    from tickerd.app import Service
+    from tickerd.config import Settings
+
+    async def scenario() -> str:
+        settings = Settings(
+            host="127.0.0.1", port=0, rest_port=-1, tick_rate=0.0, ops_port=0,
+            store=str(tmp_path / "p.db"), store_flush_interval=3600.0,
+        )  # fmt: skip
+        service = Service(settings)
+        await service.start()
+        try:
+            store = service.store
+            assert store is not None and service.ops.url is not None
+            write = store._write
+            failures = [sqlite3.OperationalError("disk I/O error")]
+
+            def flaky(ticks: Any) -> None:
+                if failures:
+                    raise failures.pop()
+                write(ticks)
+
+            store._write = flaky  # type: ignore[method-assign]
+            book = service.book
+            book.apply(
+                [book.make_tick("BTCUSDT", "97000.10", 1), book.make_tick("ETHUSDT", "3000.01", 1)]
+            )
+            assert await store.flush() == 0  # fails, kept for the next flush
+            assert await store.flush() == service.store.written  # every primed symbol too
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(service.ops.url + "/metrics") as r,
+            ):
+                return await r.text()
+        finally:
+            await service.stop()
+
+    text = asyncio.run(scenario())
+    m = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert value(m, "tickerd_store_flush_failures_total") == 1
+    assert value(m, "tickerd_store_flush_duration_seconds_count") == 1
+    assert value(m, "tickerd_store_flush_duration_seconds_sum") > 0
+    assert value(m, "tickerd_store_ticks_written_total") >= 2

@@ -41,7 +41,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
-    """Send the root logger's records to ``stream`` (stderr) at ``level`` in format ``fmt``.
+    """Send the root logger's records to ``stream`` (stderr) at ``level`` in format ``fmt``,
+    unless the root logger has handlers already.
 
     Raises ValueError, with a message naming the flag, for an unknown level or format.
     """
@@ -54,8 +55,6 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         )
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(name)
+    # As logging.basicConfig: a root logger that has handlers already (an embedding
+    # program, pytest) keeps them.
+    logging.basicConfig(level=name, handlers=[handler])
