@@ -21,7 +21,6 @@ import uvloop
 
 from tickerd.book import PriceBook
 from tickerd.clock import SystemClock
-from tickerd.config import Settings
 from tickerd.protocol import Protocol, Reply, Session, id_json
 from tickerd.ratelimit import RateLimiter
 from tickerd.symbols import SymbolUniverse
@@ -57,10 +56,10 @@ async def main(kind: str, port: int, body_bytes: int) -> None:
     protocol = cls(PriceBook(universe), RateLimiter(10**12))
     if isinstance(protocol, ConstantProtocol):
         protocol.body = constant_body(body_bytes)
-    settings = Settings(port=port, connect_limit=0, max_connections=50_000)
-    from tickerd.transport.ws import WSServer
+    from tickerd.transport.ws import WSOptions, WSServer
 
-    server = WSServer(protocol, SystemClock(), settings)
+    options = WSOptions(port=port, connect_limit=0, max_connections=50_000)
+    server = WSServer(protocol, SystemClock(), options)
     await server.start()
     print(f"READY {server.port}", flush=True)
     stop = asyncio.Event()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -27,7 +28,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tickerd.control import OPS, ControlClient, ControlError
+from helpers_core import BANNED, RATE_LIMITED, body, err, rate_limits, request
+from helpers_core import ok as ok_reply
+from tickerd.control import CONTRACT_STATUSES, OPS, ControlClient, ControlError
+from tickerd.control.client import TIMED_OUT, UNREACHABLE
+from tickerd.feeds.synthetic import SyntheticMarket
+from tickerd.symbols import SymbolUniverse
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,28 +41,13 @@ OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 TOKEN = "T0ken-for-tests"
 MINUTE_START = 1_700_000_040_000
 T0 = MINUTE_START + 12_345
-RATE_LIMITED = (
-    b"Too many requests; current limit of IP(127.0.0.1) is %d requests per minute. "
-    b"Please use the websocket for live updates to avoid polling the API."
-)
-BANNED = (
-    b"Way too many requests; IP(127.0.0.1) banned until %d. "
-    b"Please use the websocket for live updates to avoid bans."
-)
 CONTROL_FLAGS = ("--control-port", "0", "--control-token", TOKEN, "--tick-rate", "0")
-
-
-def rate_limits(count: int, limit: int = 2400) -> bytes:
-    return (
-        b',"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
-        b'"intervalNum":1,"limit":%d,"count":%d}]}' % (limit, count)
-    )
+IP = "127.0.0.1"
 
 
 def req(rid: int, symbol: str | None = "BTCUSDT") -> bytes:
-    if symbol is None:
-        return b'{"id":%d,"method":"ticker.price"}' % rid
-    return b'{"id":%d,"method":"ticker.price","params":{"symbol":"%s"}}' % (rid, symbol.encode())
+    """A ticker.price request (all symbols when ``symbol`` is None)."""
+    return request(b"%d" % rid, None if symbol is None else b'{"symbol":"%s"}' % symbol.encode())
 
 
 def ok(
@@ -67,32 +58,34 @@ def ok(
     time_ms: int = T0,
     limit: int = 2400,
 ) -> bytes:
-    body = b'{"symbol":"%s","price":"%s","time":%d}' % (symbol.encode(), price.encode(), time_ms)
-    return b'{"id":%d,"status":200,"result":%s' % (rid, body) + rate_limits(count, limit)
+    """A one-symbol ticker.price answer with ``rateLimits``."""
+    return ok_reply(b"%d" % rid, body(symbol, price, time_ms), count, limit)
+
+
+def refused(
+    status: int, rid: int, count: int, until: int, now: int = T0, limit: int = 2400
+) -> bytes:
+    """A forced 429 (``until``: retryAfter) or 418 (``until``: the ban's end) on the WS API."""
+    text = (
+        RATE_LIMITED.format(ip=IP, limit=limit)
+        if status == 429
+        else BANNED.format(ip=IP, until=until)
+    )
+    error = {"code": -1003, "msg": text, "data": {"serverTime": now, "retryAfter": until}}
+    wire = json.dumps(error, separators=(",", ":")).encode()
+    return b'{"id":%d,"status":%d,"error":%s%s}' % (rid, status, wire, rate_limits(count, limit))
 
 
 def too_many(rid: int, count: int, retry_after: int, now: int = T0, limit: int = 2400) -> bytes:
-    error = b'{"code":-1003,"msg":"%s","data":{"serverTime":%d,"retryAfter":%d}}' % (
-        RATE_LIMITED % limit,
-        now,
-        retry_after,
-    )
-    return b'{"id":%d,"status":429,"error":%s' % (rid, error) + rate_limits(count, limit)
+    return refused(429, rid, count, retry_after, now, limit)
 
 
 def banned(rid: int, count: int, until: int, now: int = T0) -> bytes:
-    error = b'{"code":-1003,"msg":"%s","data":{"serverTime":%d,"retryAfter":%d}}' % (
-        BANNED % until,
-        now,
-        until,
-    )
-    return b'{"id":%d,"status":418,"error":%s' % (rid, error) + rate_limits(count)
+    return refused(418, rid, count, until, now)
 
 
 def bad_symbol(rid: int, count: int) -> bytes:
-    return b'{"id":%d,"status":400,"error":{"code":-1121,"msg":"Invalid symbol."}' % rid + (
-        rate_limits(count)
-    )
+    return err(b"%d" % rid, 400, -1121, "Invalid symbol.", count)
 
 
 def rest_get(srv: Any, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -164,9 +157,14 @@ def srv(module_server):
 
 @pytest.fixture
 def ctl(srv) -> ControlClient:
-    """The control plane, reset, with the clock frozen at T0 and two known prices."""
+    """The control plane as every test starts with it, whatever the test before did: no
+    scenario, no connection left, faults, limits and statuses reset, the clock frozen at
+    T0, and only BTCUSDT and ETHUSDT priced."""
     client = ControlClient(srv.control_url, TOKEN)
+    client.call("scenario.stop")
     client.call("reset")
+    wait_gone(client)
+    client.call("book.reset")
     client.call("clock.freeze", at_ms=T0)
     client.call("price.set", symbol="BTCUSDT", price="97000.10")
     client.call("price.set", symbol="ETHUSDT", price="3150.50")
@@ -257,9 +255,9 @@ def test_every_endpoint_refuses_a_missing_or_wrong_token_and_changes_nothing(srv
     ]
     wait_gone(ctl)
     before = ctl.state()
-    for method, path, body in client_requests:
+    for method, path, payload in client_requests:
         for headers in BAD_AUTH:
-            status, answer = control_raw(srv, method, path, body, headers)
+            status, answer = control_raw(srv, method, path, payload, headers)
             assert status == 401, (method, path, headers, answer)
             assert answer == {"error": "missing or wrong control token"}
     assert ctl.state() == before
@@ -306,14 +304,24 @@ def test_errors_are_json_with_a_status(srv, ctl):
 # -- forced 429 / 418 ----------------------------------------------------------------------
 
 
-def test_http429_answers_the_next_n_requests_then_serves_again(srv, raw, ctl):
+# The 429 / 418 twins: (operation arguments, the time in the answer, Retry-After on REST).
+FORCED = {
+    429: ({"retry_after_ms": 4_500}, T0 + 4_500, "5"),
+    418: ({"ban_ms": 120_000}, T0 + 120_000, "120"),
+}
+
+
+@pytest.mark.parametrize("status", sorted(FORCED))
+def test_forced_error_answers_the_next_n_requests_then_serves_again(srv, raw, ctl, status):
     client = raw(srv)
-    armed = ctl.call("fault.http429", count=2, retry_after_ms=5_000)
+    args, until, _ = FORCED[status]
+    armed = ctl.call(f"fault.http{status}", count=2, **args)
     assert armed["remaining"] == 2 and armed["target"] == {"ip": None, "conn": None}
+    assert armed["kind"] == f"http{status}"
     client.send(b"".join(client.frame(OP_TEXT, req(i)) for i in (1, 2, 3)))
     # The handshake's 5 weight shows; refused requests are not charged.
-    assert client.recv_text() == too_many(1, 5, T0 + 5_000)
-    assert client.recv_text() == too_many(2, 5, T0 + 5_000)
+    assert client.recv_text() == refused(status, 1, 5, until)
+    assert client.recv_text() == refused(status, 2, 5, until)
     assert client.recv_text() == ok(3, 6)
     assert ctl.state()["faults"] == []
     client.send_text(req(4))
@@ -325,15 +333,6 @@ def test_http429_default_retry_after_is_the_next_window(srv, raw, ctl):
     ctl.call("fault.http429")
     client.send_text(req(1))
     assert client.recv_text() == too_many(1, 5, MINUTE_START + 60_000)
-    client.send_text(req(2))
-    assert client.recv_text() == ok(2, 6)
-
-
-def test_http418_answers_banned_until_then_serves_again(srv, raw, ctl):
-    client = raw(srv)
-    ctl.call("fault.http418", count=1, ban_ms=300_000)
-    client.send_text(req(1))
-    assert client.recv_text() == banned(1, 5, T0 + 300_000)
     client.send_text(req(2))
     assert client.recv_text() == ok(2, 6)
 
@@ -353,23 +352,23 @@ def test_forced_errors_keep_request_ids_and_return_rate_limits_false(srv, raw, c
     assert ctl.state()["faults"][0]["remaining"] == 1
 
 
-def test_http429_on_rest_then_normal(srv, ctl):
-    ctl.call("fault.http429", count=1, retry_after_ms=4_500)
-    status, headers, body = rest_get(srv, "/fapi/v1/ticker/price?symbol=BTCUSDT")
-    assert status == 429
-    assert headers["retry-after"] == "5"
+@pytest.mark.parametrize("status", sorted(FORCED))
+def test_forced_error_on_rest_then_normal(srv, ctl, status):
+    args, until, retry_after = FORCED[status]
+    ctl.call(f"fault.http{status}", count=1, **args)
+    code, headers, answer = rest_get(srv, "/fapi/v1/ticker/price?symbol=BTCUSDT")
+    assert code == status
+    assert headers["retry-after"] == retry_after
     assert headers["x-mbx-used-weight-1m"] == "0"
-    assert body == b'{"code":-1003,"msg":"%s"}' % (RATE_LIMITED % 2400)
-    status, headers, body = rest_get(srv, "/fapi/v1/ticker/price?symbol=BTCUSDT")
-    assert status == 200 and headers["x-mbx-used-weight-1m"] == "1"
-    assert body == b'{"symbol":"BTCUSDT","price":"97000.10","time":%d}' % T0
-
-
-def test_http418_on_rest(srv, ctl):
-    ctl.call("fault.http418", ban_ms=120_000)
-    status, headers, body = rest_get(srv, "/fapi/v1/time")
-    assert status == 418 and headers["retry-after"] == "120"
-    assert body == b'{"code":-1003,"msg":"%s"}' % (BANNED % (T0 + 120_000))
+    text = (
+        RATE_LIMITED.format(ip=IP, limit=2400)
+        if status == 429
+        else BANNED.format(ip=IP, until=until)
+    )
+    assert answer == b'{"code":-1003,"msg":"%s"}' % text.encode()
+    code, headers, answer = rest_get(srv, "/fapi/v1/ticker/price?symbol=BTCUSDT")
+    assert code == 200 and headers["x-mbx-used-weight-1m"] == "1"
+    assert answer == b'{"symbol":"BTCUSDT","price":"97000.10","time":%d}' % T0
     assert rest_get(srv, "/fapi/v1/time")[0] == 200
 
 
@@ -514,7 +513,7 @@ def test_fixed_latency_delays_replies_in_order_not_pongs(srv, raw, ctl):
     pong = client.recv_frame(timeout=2)  # the pong overtakes the delayed replies
     assert pong.opcode == OP_PONG and pong.payload == b"still there?"
     replies = [client.recv_text(timeout=5) for _ in range(5)]
-    assert time.monotonic() - t0 >= 1.0
+    assert time.monotonic() - t0 >= 0.99  # a timer may fire up to 0.5 ms early: delivered
     assert replies == [ok(i, 5 + i) for i in range(1, 6)]
     ctl.call("fault.clear")
     t1 = time.monotonic()
@@ -627,7 +626,7 @@ def test_prices_book_and_reseed(srv, raw, ctl):
     assert client.recv_text() == bad_symbol(2, 7)
     ctl.call("book.reset")
     client.send_text(req(3, None))
-    assert client.recv_text() == b'{"id":3,"status":200,"result":[]' + rate_limits(9)
+    assert client.recv_text() == b'{"id":3,"status":200,"result":[]' + rate_limits(9) + b"}"
     assert ctl.state()["prices"] == {}
     answer = ctl.call("market.reseed", seed=5)
     assert answer["seed"] == 5 and answer["symbols"] > 50
@@ -732,6 +731,7 @@ def test_ops_lists_every_operation(srv, ctl):
     assert status == 200 and set(ops) == set(OPS)
     assert ops["fault.http429"]["path"] == "/control/fault/http429"
     assert ops["fault.http429"]["args"]["count"] == {"type": "int", "required": False}
+    assert ctl.ops() == ops
 
 
 # -- in process: the bound on delayed replies ------------------------------------------------
@@ -800,3 +800,157 @@ def test_plugin_server_has_the_control_methods():
         assert srv.control_state()["weight_limit"] == 9
         with pytest.raises(ControlError):
             srv.control("fault.nope")
+
+
+# -- refusals that must agree with the README --------------------------------------------------
+
+
+def test_symbol_status_accepts_only_binance_contract_statuses(srv, ctl):
+    for bad in ("BOGUS", "trading", "Trading", "SETTLED"):
+        with pytest.raises(ControlError) as refused_status:
+            ctl.call("symbol.status", symbol="ETHUSDT", status=bad)
+        assert refused_status.value.status == 400
+        assert "'status' must be one of ['PENDING_TRADING', 'TRADING'," in refused_status.value.msg
+    assert ctl.state()["statuses"] == {}
+    for status in CONTRACT_STATUSES:
+        assert ctl.call("symbol.status", symbol="ETHUSDT", status=status)["status"] == status
+    assert ctl.state()["statuses"] == {"ETHUSDT": "CLOSE"}
+
+
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        ("conn.close", {"code": 1000}),
+        ("conn.drop", {}),
+        ("conn.rollover", {}),
+        ("event.shutdown", {}),
+        ("conn.close", {"conn": 999_999}),
+        ("conn.close", {"ip": "10.1.2.3"}),
+    ],
+)
+def test_connection_operations_with_nothing_to_act_on_are_409(srv, raw, ctl, op, args):
+    if "ip" in args:
+        raw(srv)  # a connection, but not from the IP aimed at
+    with pytest.raises(ControlError) as nothing:
+        ctl.call(op, **args)
+    assert nothing.value.status == 409
+    assert nothing.value.msg == f"{op}: no open connection is aimed at"
+
+
+def test_price_set_refuses_times_past_int64_or_the_skew(srv, raw, ctl):
+    for time_ms, why in (
+        (2**63, "past the largest 64-bit integer"),
+        (2**64 - 1, "past the largest 64-bit integer"),
+        (T0 + 10_001, "10001 ms ahead of the service clock (at most 10000 ms)"),
+    ):
+        with pytest.raises(ControlError) as late:
+            ctl.call("price.set", symbol="BTCUSDT", price="1.00", time_ms=time_ms)
+        assert late.value.status == 400 and why in late.value.msg, late.value.msg
+    client = raw(srv)
+    client.send_text(req(1))
+    assert client.recv_text() == ok(1, 6)  # the price from before, untouched
+    assert ctl.call("price.set", symbol="BTCUSDT", price="1.00", time_ms=T0 + 10_000)["time"] == (
+        T0 + 10_000
+    )
+    # The skew follows the controlled clock, not the wall clock.
+    ctl.call("clock.set", now_ms=1_000)
+    with pytest.raises(ControlError, match="ahead of the service clock"):
+        ctl.call("price.set", symbol="BTCUSDT", price="1.00", time_ms=T0)
+
+
+def test_reseed_restarts_the_synthetic_prices_from_the_seed(srv, ctl):
+    ctl.call("price.set", symbol="ETHUSDT", price="1.00")
+    answer = ctl.call("market.reseed", seed=5)
+    market = SyntheticMarket(SymbolUniverse.default(), 5)
+    expected = {t.symbol: {"price": t.price, "time": T0} for t in market.snapshot(T0)}
+    assert answer == {"ok": True, "seed": 5, "symbols": len(expected)}
+    assert ctl.state()["prices"] == expected
+    assert expected["ETHUSDT"]["price"] != "1.00"
+
+
+def test_reseed_walks_only_the_synthetic_feeds_own_symbols(server):
+    srv = server(
+        *CONTROL_FLAGS[:4],
+        "--tick-rate", "400",
+        "--feed", "synthetic,push",
+        "--push-symbols", "BTCUSDT",
+        "--push-port", "0",
+        env={"TICKERD_PUSH_TOKEN": "push-secret"},
+        minute_margin=0,
+    )  # fmt: skip
+    ctl = ControlClient(srv.control_url, TOKEN)
+    ctl.call("clock.freeze", at_ms=T0)
+    ctl.call("price.set", symbol="BTCUSDT", price="50000.00")
+    answer = ctl.call("market.reseed", seed=3)
+    trading = [s.symbol for s in SymbolUniverse.default().trading()]
+    assert answer["symbols"] == len(trading) - 1
+    before = ctl.state()["prices"]
+    deadline = time.monotonic() + 10
+    while ctl.state()["prices"] == before:  # the synthetic feed walks on...
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # ... but never BTCUSDT, which the push feed owns.
+    assert ctl.state()["prices"]["BTCUSDT"] == {"price": "50000.00", "time": T0}
+
+
+def test_a_second_scenario_while_one_runs_is_409_unless_replace(srv, ctl):
+    first = {
+        "name": "first",
+        "steps": [{"at_ms": 60_000, "op": "limit.weight", "args": {"limit": 3}}],
+    }
+    second = {"name": "second", "steps": [{"at_ms": 0, "op": "limit.weight", "args": {"limit": 9}}]}
+    assert ctl.run_scenario(first)["name"] == "first"
+    with pytest.raises(ControlError) as busy:
+        ctl.run_scenario(second)
+    assert busy.value.status == 409
+    assert "scenario 'first' is running" in busy.value.msg and '"replace": true' in busy.value.msg
+    assert ctl.state()["scenario"]["name"] == "first" and ctl.state()["weight_limit"] == 2400
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, answer = control_raw(srv, "POST", "/control/scenario", {**second, "replace": 1}, auth)
+    assert status == 400 and answer == {"error": "'replace' must be true or false, got 1"}
+    started = ctl.run_scenario(second, replace=True)
+    assert started["name"] == "second" and started["finished"] is True
+    assert ctl.state()["weight_limit"] == 9
+    # A finished run is no obstacle; a replaced one never applies its steps.
+    assert ctl.run_scenario(second)["finished"] is True
+    assert ctl.call("scenario.stop") == {"ok": True, "stopped": False}
+
+
+# -- the client: every failure is a ControlError -------------------------------------------------
+
+
+def test_control_client_raises_control_error_for_connection_refused():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port now: the connection is refused.
+    with pytest.raises(ControlError) as refused_conn:
+        ControlClient(f"http://127.0.0.1:{port}", TOKEN, timeout=5).state()
+    assert refused_conn.value.status == UNREACHABLE
+    assert f"control plane http://127.0.0.1:{port}:" in refused_conn.value.msg
+    assert "refused" in refused_conn.value.msg.lower()
+    with pytest.raises(ControlError) as bad_url:
+        ControlClient("127.0.0.1:9003", TOKEN).call("reset")
+    assert bad_url.value.status == UNREACHABLE
+
+
+def test_control_client_raises_control_error_for_answers_that_are_not_the_control_plane(srv):
+    # The REST port answers, but not as the control plane: a status and a message still.
+    with pytest.raises(ControlError) as not_control:
+        ControlClient(srv.rest_url, TOKEN).state()
+    assert not_control.value.status >= 400
+    ws_port = srv.port
+    with pytest.raises(ControlError) as not_http:
+        ControlClient(f"http://127.0.0.1:{ws_port}", TOKEN).state()
+    assert not_http.value.status == 404
+
+
+def test_control_client_raises_control_error_on_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # accepts TCP, never answers HTTP
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(ControlError) as slow:
+            ControlClient(url, TOKEN, timeout=0.5).state()
+    assert slow.value.status == TIMED_OUT and "no answer in 0.5 s" in slow.value.msg

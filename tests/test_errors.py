@@ -167,3 +167,57 @@ def test_from_wire_tolerates_foreign_replies(error: dict[str, object]) -> None:
     assert e.retry_after_ms is None and e.server_time_ms is None
     if type(error.get("code")) is not int:
         assert e.code == -1000
+
+
+# -- the one builder of the -1003 answers -----------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 418])
+def test_limited_builders_match_the_limiter(status: int) -> None:
+    """The limiter's own refusals are built by ``errors.rate_limited`` / ``errors.banned``:
+    what the control plane forces is the same object, field for field."""
+    from helpers_core import BANNED, IP, NEXT_MINUTE, NOW, RATE_LIMITED
+    from tickerd.ratelimit import RateLimiter
+
+    limiter = RateLimiter(10, ban_grace=0)
+    limiter.charge(IP, 10, NOW)
+    refusals = []
+    for _ in range(2):
+        try:
+            limiter.charge(IP, 1, NOW)
+        except RateLimitError as exc:
+            refusals.append(exc)
+    real = refusals[0] if status == 429 else refusals[1]
+    if status == 429:
+        built: BinanceError = errors.rate_limited(IP, 10, NEXT_MINUTE, NOW, 11)
+        msg = RATE_LIMITED.format(ip=IP, limit=10)
+    else:
+        until = real.retry_after_ms
+        assert until is not None
+        built = errors.banned(IP, until, NOW, 12)
+        msg = BANNED.format(ip=IP, until=until)
+    assert type(built) is type(real) is error_class(status)
+    fields = ("status", "code", "msg", "retry_after_ms", "server_time_ms", "used_weight")
+    assert [getattr(built, f) for f in fields] == [getattr(real, f) for f in fields]
+    assert (built.status, built.code, built.msg) == (status, -1003, msg)
+    assert built.to_wire()["data"] == {"serverTime": NOW, "retryAfter": real.retry_after_ms}
+
+
+def test_connect_limited_text_and_retry() -> None:
+    err = errors.connect_limited("10.0.0.1", 300, 1_700_000_100_000, 1_700_000_052_345)
+    assert (err.status, err.code) == (429, -1003)
+    assert err.msg == "Too many connection attempts from IP(10.0.0.1); limit is 300 per 5 minutes."
+    assert err.retry_after_s(1_700_000_052_345) == 48  # 47.655 s, rounded up
+
+
+@pytest.mark.parametrize(
+    ("retry_after_ms", "now_ms", "seconds"),
+    [(10_000, 10_000, 1), (10_001, 10_000, 1), (11_000, 10_000, 1), (11_001, 10_000, 2),
+     (130_000, 10_000, 120), (5_000, 10_000, 1)],
+)  # fmt: skip
+def test_retry_after_seconds_round_up_at_least_one(
+    retry_after_ms: int, now_ms: int, seconds: int
+) -> None:
+    assert errors.retry_after_s(retry_after_ms, now_ms) == seconds
+    err = errors.rate_limited("ip", 1, retry_after_ms, now_ms, 2)
+    assert err.retry_after_s(now_ms) == seconds

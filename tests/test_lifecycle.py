@@ -5,7 +5,8 @@ Binance (websocket-api-general-info): the server pings every 3 minutes, disconne
 no pong comes back within 10 minutes, allows unsolicited pongs, and ends every connection
 after 24 hours. Here the same rules run on a 0.2 s / 0.5 s / 1.5 s scale. The server's
 sweeper looks every 0.05 s at these settings, so bounds below allow for it and for a
-loaded machine.
+loaded machine. The same rules at their exact edges, with times as arguments, are in
+``tests/test_wsconn.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 import pytest
+
+from helpers_core import request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,7 +43,7 @@ def srv(module_server):
 
 
 def req(rid: int) -> bytes:
-    return b'{"id":%d,"method":"ticker.price","params":{"symbol":"BTCUSDT"}}' % rid
+    return request(b"%d" % rid)
 
 
 def answered(client, rid: int) -> None:

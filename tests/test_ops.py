@@ -258,14 +258,14 @@ def test_reply_latency_histogram_times_reads_of_sampled_milliseconds(server):
         for rid in range(5):
             ws.send(price_request(rid))
             ws.recv()
-    timed = scrape(srv)
+        timed = scrape(srv)  # before the close frame's read
+        # ... and frozen on one it skips: no read is (this connection's close included).
+        ctl.call("clock.freeze", at_ms=1_700_000_000_001)
     count = "tickerd_ws_reply_latency_seconds_count"
     assert value(timed, count) - value(before, count) == 5
     inf = value(timed, "tickerd_ws_reply_latency_seconds_bucket", le="+Inf")
     assert inf == value(timed, count)
     assert value(timed, "tickerd_ws_reply_latency_seconds_sum") > 0
-    # ... and frozen on one it skips: no read is.
-    ctl.call("clock.freeze", at_ms=1_700_000_000_001)
     with srv.connect() as ws:
         for rid in range(5):
             ws.send(price_request(rid))

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers_core import (
+    BANNED,
     BTC,
     ETH,
     GOLDEN,
@@ -26,6 +27,7 @@ from helpers_core import (
     MINUTE_START,
     NEXT_MINUTE,
     NOW,
+    RATE_LIMITED,
     SEED_ID,
     TICK_TIME,
     body,
@@ -61,17 +63,11 @@ INVALID_PARAMS = "Invalid 'params' in JSON request; expected an object."
 INVALID_METHOD = "Invalid 'method' in JSON request; expected a string."
 MANDATORY_SYMBOL = "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
 MANDATORY_RRL = "Mandatory parameter 'returnRateLimits' was not sent, was empty/null, or malformed."
-RATE_LIMITED = (
-    "Too many requests; current limit of IP(1.2.3.4) is 10 requests per minute. "
-    "Please use the websocket for live updates to avoid polling the API."
-)
+RATE_LIMITED_10 = RATE_LIMITED.format(ip=IP, limit=10)
 
 
 def banned(until: int) -> str:
-    return (
-        f"Way too many requests; IP(1.2.3.4) banned until {until}. "
-        "Please use the websocket for live updates to avoid bans."
-    )
+    return BANNED.format(ip=IP, until=until)
 
 
 def limited_error(status: int, msg: str, server_time: int, retry_after: int) -> bytes:
@@ -576,10 +572,10 @@ def test_429_at_the_boundary_then_418() -> None:
     for count in range(1, 11):
         assert reply(proto, request()) == ok(b"1", BTC, count, limit=10)
     # The request that takes the count past the limit: 429, retryAfter = next minute.
-    assert reply(proto, request()) == limited(b"1", 429, RATE_LIMITED, 11, NEXT_MINUTE)
+    assert reply(proto, request()) == limited(b"1", 429, RATE_LIMITED_10, 11, NEXT_MINUTE)
     # Ten more refused requests are tolerated (BAN_GRACE_REQUESTS); they still count.
     for count in range(12, 22):
-        assert reply(proto, request()) == limited(b"1", 429, RATE_LIMITED, count, NEXT_MINUTE)
+        assert reply(proto, request()) == limited(b"1", 429, RATE_LIMITED_10, count, NEXT_MINUTE)
     # The next one earns the first ban: 2 minutes.
     until = NOW + 2 * MINUTE
     assert reply(proto, request()) == limited(b"1", 418, banned(until), 22, until)
@@ -596,46 +592,56 @@ def test_429_at_the_boundary_then_418() -> None:
     assert reply(proto, request(), now_ms=until) == ok(b"1", BTC, 1, limit=10)
 
 
-def test_429_exact_bytes() -> None:
-    proto = make_protocol(limit=10)
-    for _ in range(10):
+@pytest.mark.parametrize(
+    ("grace", "rid", "expected"),
+    [
+        (
+            None,
+            b"1",
+            (
+                b'{"id":1,"status":429,"error":{"code":-1003,"msg":"Too many requests; current limit '
+                b"of IP(1.2.3.4) is 10 requests per minute. Please use the websocket for live "
+                b'updates to avoid polling the API.","data":{"serverTime":1700000052345,'
+                b'"retryAfter":1700000100000}},"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT",'
+                b'"interval":"MINUTE","intervalNum":1,"limit":10,"count":11}]}'
+            ),
+        ),
+        (
+            0,
+            b'"x"',
+            (
+                b'{"id":"x","status":418,"error":{"code":-1003,"msg":"Way too many requests; '
+                b"IP(1.2.3.4) banned until 1700000172345. Please use the websocket for live updates "
+                b'to avoid bans.","data":{"serverTime":1700000052345,"retryAfter":1700000172345}},'
+                b'"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
+                b'"intervalNum":1,"limit":10,"count":12}]}'
+            ),
+        ),
+    ],
+    ids=["429", "418"],
+)
+def test_limited_exact_bytes(grace: int | None, rid: bytes, expected: bytes) -> None:
+    """The 429, then (grace 0: on the next refusal) the 418, byte for byte."""
+    proto = make_protocol(limit=10) if grace is None else make_protocol(limit=10, ban_grace=grace)
+    for _ in range(10 if grace is None else 11):
         reply(proto, request())
-    expected = (
-        b'{"id":1,"status":429,"error":{"code":-1003,"msg":"Too many requests; current limit '
-        b"of IP(1.2.3.4) is 10 requests per minute. Please use the websocket for live updates "
-        b'to avoid polling the API.","data":{"serverTime":1700000052345,'
-        b'"retryAfter":1700000100000}},"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT",'
-        b'"interval":"MINUTE","intervalNum":1,"limit":10,"count":11}]}'
-    )
-    assert reply(proto, request()) == expected
-
-
-def test_418_exact_bytes() -> None:
-    proto = make_protocol(limit=10, ban_grace=0)
-    for _ in range(11):
-        reply(proto, request())
-    expected = (
-        b'{"id":"x","status":418,"error":{"code":-1003,"msg":"Way too many requests; '
-        b"IP(1.2.3.4) banned until 1700000172345. Please use the websocket for live updates "
-        b'to avoid bans.","data":{"serverTime":1700000052345,"retryAfter":1700000172345}},'
-        b'"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
-        b'"intervalNum":1,"limit":10,"count":12}]}'
-    )
-    assert reply(proto, request(b'"x"')) == expected
+    assert reply(proto, request(rid)) == expected
 
 
 def test_429_crossed_by_an_all_symbols_request() -> None:
     proto = make_protocol(limit=10)
     for count in range(1, 10):
         assert reply(proto, request()) == ok(b"1", BTC, count, limit=10)
-    assert reply(proto, request(params=None)) == limited(b"1", 429, RATE_LIMITED, 11, NEXT_MINUTE)
+    assert reply(proto, request(params=None)) == limited(
+        b"1", 429, RATE_LIMITED_10, 11, NEXT_MINUTE
+    )
 
 
 def test_429_honours_return_rate_limits_false() -> None:
     proto = make_protocol(limit=1)
     assert reply(proto, request()) == ok(b"1", BTC, 1, limit=1)
     params = b'{"symbol":"BTCUSDT","returnRateLimits":false}'
-    msg = RATE_LIMITED.replace("is 10 requests", "is 1 requests")
+    msg = RATE_LIMITED.format(ip=IP, limit=1)
     expected = b'{"id":1,"status":429,"error":%s}' % limited_error(429, msg, NOW, NEXT_MINUTE)
     assert reply(proto, request(b"1", params)) == expected
 
@@ -643,7 +649,7 @@ def test_429_honours_return_rate_limits_false() -> None:
 def test_unknown_method_is_rate_limited_too() -> None:
     proto = make_protocol(limit=1)
     assert reply(proto, b'{"id":1,"method":"x"}') == err(b"1", 400, -1000, "Unknown method.", 1, 1)
-    msg = RATE_LIMITED.replace("is 10 requests", "is 1 requests")
+    msg = RATE_LIMITED.format(ip=IP, limit=1)
     assert reply(proto, b'{"id":1,"method":"x"}') == (
         b'{"id":1,"status":429,"error":%s%s}'
         % (limited_error(429, msg, NOW, NEXT_MINUTE), rate_limits(2, 1))

@@ -261,7 +261,12 @@ def test_a_batch_applies_whole_or_not_at_all() -> None:
         del batch[4], batch[2]
         assert await post(session, feed, {"ticks": batch}) == (200, {"accepted": 3, "rejected": []})
         assert len(book) == 3 and seen == [3]  # one book update for the whole batch
-        assert feed.status() == {"accepted": 3, "rejected_batches": 1, "unauthorized": 0}
+        assert feed.status() == {
+            "state": "up",
+            "accepted": 3,
+            "rejected_batches": 1,
+            "unauthorized": 0,
+        }
 
     with_push(scenario)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers_core import IP, MINUTE, MINUTE_START, NEXT_MINUTE, NOW
+from helpers_core import BANNED, IP, MINUTE, MINUTE_START, NEXT_MINUTE, NOW, RATE_LIMITED
 from tickerd import weights
 from tickerd.errors import IPBannedError, RateLimitError
 from tickerd.ratelimit import AttemptCounter, ClientUsage, RateLimiter
@@ -13,17 +13,11 @@ DAY = 24 * 60 * MINUTE
 
 
 def rate_limited_msg(limit: int, ip: str = IP) -> str:
-    return (
-        f"Too many requests; current limit of IP({ip}) is {limit} requests per minute. "
-        "Please use the websocket for live updates to avoid polling the API."
-    )
+    return RATE_LIMITED.format(ip=ip, limit=limit)
 
 
 def banned_msg(until: int, ip: str = IP) -> str:
-    return (
-        f"Way too many requests; IP({ip}) banned until {until}. "
-        "Please use the websocket for live updates to avoid bans."
-    )
+    return BANNED.format(ip=ip, until=until)
 
 
 def provoke_ban(limiter: RateLimiter, key: str, now: int) -> int:

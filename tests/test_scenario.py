@@ -31,8 +31,8 @@ from test_control import (
     too_many,
 )
 from tickerd.control import ControlClient, ControlError
-from tickerd.scenario import ScenarioError, load_scenario, parse_scenario
-from tickerd.transport.faults import LatencyFault, Target
+from tickerd.control.scenario import ScenarioError, load_scenario, parse_scenario
+from tickerd.faults import LatencyFault, Target
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -196,7 +196,7 @@ EXPECTED = [
     (OP_TEXT, ok(5, 8, price="97001.20", time_ms=T1)),
     (OP_TEXT, bad_symbol(6, 9)),
     (OP_TEXT, ok(7, 10, price="97001.20", time_ms=T1)),
-    (OP_TEXT, b'{"id":8,"status":200,"result":[%s]' % BTC_AT_T1 + rate_limits(12)),
+    (OP_TEXT, b'{"id":8,"status":200,"result":[%s]' % BTC_AT_T1 + rate_limits(12) + b"}"),
     (OP_TEXT, b'{"event":{"e":"serverShutdown","E":%d}}' % T1),
     (OP_CLOSE, b"\x03\xe9"),
 ]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+import helpers_core
 from helpers_core import BANNED, RATE_LIMITED
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,10 +47,7 @@ INVALID_JSON = b'{"id":null,"status":400,"error":{"code":-1000,"msg":"Invalid JS
 
 def rate_limits(count: int, limit: int = 2400) -> bytes:
     """The ``rateLimits`` tail of a reply, closing brace included."""
-    return (
-        b',"rateLimits":[{"rateLimitType":"REQUEST_WEIGHT","interval":"MINUTE",'
-        b'"intervalNum":1,"limit":%d,"count":%d}]}' % (limit, count)
-    )
+    return helpers_core.rate_limits(count, limit) + b"}"
 
 
 def request(rid: str, symbol: str | None = None, **params: object) -> str:
@@ -324,6 +322,9 @@ def test_connect_limit_4th_attempt_gets_429(server, raw):
         b'{"code":-1003,"msg":"Too many connection attempts from IP(127.0.0.1); '
         b'limit is 3 per 5 minutes."}'
     )
+    # Like the weight 429/418: when the attempt window (5 clock minutes) frees, in seconds.
+    left_s = 300 - time.time() % 300
+    assert left_s - 2 <= int(response.headers["retry-after"]) <= left_s + 2, response.headers
 
 
 def test_max_connections_4th_concurrent_gets_503(server, raw):
@@ -356,7 +357,10 @@ def test_healthz(server, raw):
     response = raw(srv, handshake=False).get("/healthz")
     assert response.status == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.body == b'{"status":"ok","symbols":%d,"connections":0}' % len(TRADING)
+    assert response.body == (
+        b'{"status":"ok","symbols":%d,"connections":0,"feeds":{"synthetic":'
+        b'{"state":"up","symbols":%d,"seed":1,"tick_rate":20.0}}}' % (len(TRADING), len(TRADING))
+    )
     with srv.connect():
         wait_for_connections(raw, srv, 1)
 
@@ -375,6 +379,60 @@ def test_firefox_connection_header_token_list(server, raw):
     client = raw(srv, headers={"Connection": "keep-alive, Upgrade"})  # asserts 101
     client.send_text(request("1", "BTCUSDT"))
     assert client.recv_text().startswith(b'{"id":1,"status":200,"result":{"symbol":"BTCUSDT",')
+
+
+def upgrade_request(headers: dict[str, str | None], path: str = "/ws-fapi/v1") -> bytes:
+    """An upgrade request with the usual headers; a None value leaves that header out."""
+    base: dict[str, str | None] = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    base.update(headers)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in base.items() if v is not None)
+    return f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1")
+
+
+@pytest.mark.parametrize("version", ["8", "7", "12", "14", "", "13, 8", None])
+def test_unsupported_websocket_version_gets_426_naming_13(server, raw, version):
+    """RFC 6455 §4.4: a version the server does not speak gets 426 and the version it does;
+    the refused attempt costs no weight (the next connection's count starts at 5)."""
+    srv = server()
+    client = raw(srv, handshake=False)
+    client.send(upgrade_request({"Sec-WebSocket-Version": version}))
+    response = client.read_http()
+    assert response.status == 426, response.raw
+    assert response.headers["sec-websocket-version"] == "13"
+    assert response.headers["upgrade"] == "websocket"
+    assert client.wait_closed(5) == b""
+    ok_client = raw(srv)
+    ok_client.send_text(request("1", "BTCUSDT"))
+    assert ok_client.recv_text().endswith(rate_limits(HANDSHAKE_WEIGHT + 1))
+
+
+def test_two_version_headers_get_426(server, raw):
+    srv = server()
+    client = raw(srv, handshake=False)
+    client.send(upgrade_request({}).replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Version: 8\r\n\r\n"))
+    assert client.read_http().status == 426
+
+
+@pytest.mark.parametrize("host", [None, "", "twice"], ids=["missing", "empty", "twice"])
+@pytest.mark.parametrize("path", ["/ws-fapi/v1", "/healthz"])
+def test_request_without_exactly_one_host_gets_400(server, raw, host, path):
+    """RFC 7230 §5.4: an HTTP/1.1 request without a Host header, or with two, is a 400."""
+    srv = server()
+    client = raw(srv, handshake=False)
+    data = upgrade_request({"Host": None if host in (None, "twice") else host}, path)
+    if host == "twice":
+        data = data.replace(b"\r\n\r\n", b"\r\nHost: a\r\nHost: b\r\n\r\n")
+    client.send(data)
+    response = client.read_http()
+    assert response.status == 400, response.raw
+    assert b"Host" in response.body
+    assert client.wait_closed(5) == b""
 
 
 def test_query_string_with_path_is_accepted(server, raw):

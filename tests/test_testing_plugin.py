@@ -12,12 +12,14 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from importlib import metadata
 
 import pytest
 from websockets.sync.client import connect
 
 from tickerd.book import TickRejected
+from tickerd.control import ControlError
 from tickerd.testing import DEFAULT_START_MS, TickerdServer
 
 pytest_plugins = ["pytester"]
@@ -142,10 +144,11 @@ def test_helper_methods_are_thread_safe_and_checked() -> None:
             srv.set_price("NOPEUSDT", "1")
         with pytest.raises(TickRejected, match="decimal string"):
             srv.set_price("BTCUSDT", 97000.1)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="backward"):
+        # The control plane's clock.advance rule: never backward (set_time goes backward).
+        with pytest.raises(ControlError, match="'ms' must be at least 0") as err:
             srv.advance(-1)
-        with pytest.raises(ValueError, match="backward"):
-            srv.set_time(DEFAULT_START_MS - 1)
+        assert err.value.status == 400
+        assert srv.now_ms == DEFAULT_START_MS
         # Many threads at once: every update lands, none is lost or torn.
         threads = [
             threading.Thread(target=srv.advance, args=(1,), name=f"advance-{i}") for i in range(20)
@@ -169,3 +172,57 @@ def test_helper_methods_are_thread_safe_and_checked() -> None:
 def test_a_server_that_cannot_start_says_why() -> None:
     with pytest.raises(RuntimeError, match="could not start"):
         TickerdServer(no_such_setting=1).start()
+
+
+# -- the fixture's clock and the control plane's: same names, same rules ----------------------
+
+
+def test_set_time_goes_backward_like_clock_set() -> None:
+    with TickerdServer(prices="none") as srv:
+        assert srv.set_time(DEFAULT_START_MS - 60_000) == DEFAULT_START_MS - 60_000
+        assert srv.now_ms == DEFAULT_START_MS - 60_000
+        srv.set_price("BTCUSDT", "97000.10")
+        with connect(srv.ws_url, proxy=None) as ws:
+            ws.send('{"id":1,"method":"ticker.price","params":{"symbol":"BTCUSDT"}}')
+            assert json.loads(ws.recv(timeout=5))["result"]["time"] == DEFAULT_START_MS - 60_000
+        assert srv.control_state()["clock"]["now_ms"] == DEFAULT_START_MS - 60_000
+
+
+def test_set_time_after_advance_serves_exactly_that_time() -> None:
+    with TickerdServer(prices="none") as srv:
+        srv.advance(5_000)
+        srv.control("clock.advance", ms=7_000)
+        srv.set_time(DEFAULT_START_MS + 1_000)
+        assert srv.now_ms == DEFAULT_START_MS + 1_000
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(srv.rest_url + "/fapi/v1/time", timeout=5) as response:
+            assert json.loads(response.read()) == {"serverTime": DEFAULT_START_MS + 1_000}
+
+
+def test_fixture_clock_methods_are_the_control_operations() -> None:
+    with TickerdServer(prices="none") as srv:
+        assert srv.freeze() == DEFAULT_START_MS
+        assert srv.control_state()["clock"]["frozen"] is True
+        assert srv.advance(250) == DEFAULT_START_MS + 250
+        assert srv.unfreeze() == DEFAULT_START_MS + 250
+        assert srv.reset_clock() == DEFAULT_START_MS
+        with pytest.raises(ControlError, match="'now_ms' must be at least 0"):
+            srv.set_time(-1)
+
+
+def test_set_price_follows_the_tick_time_rules_of_price_set() -> None:
+    with TickerdServer(prices="none") as srv:
+        with pytest.raises(TickRejected, match="ahead of the service clock"):
+            srv.set_price("BTCUSDT", "1.00", time_ms=DEFAULT_START_MS + 10_001)
+        with pytest.raises(TickRejected, match="64-bit"):
+            srv.set_price("BTCUSDT", "1.00", time_ms=2**63)
+        srv.set_price("BTCUSDT", "1.00", time_ms=DEFAULT_START_MS + 10_000)
+        assert srv.price("BTCUSDT") == "1.00"
+
+
+def test_fixture_start_leaves_the_garbage_collector_alone() -> None:
+    import gc
+
+    frozen = gc.get_freeze_count()
+    with TickerdServer():
+        assert gc.get_freeze_count() == frozen

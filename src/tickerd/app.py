@@ -1,34 +1,46 @@
-"""Wiring and lifecycle: build the book, prime and start feeds, open the server, stop cleanly."""
+"""Wiring and lifecycle: build the book, prime and start feeds, open the servers, stop cleanly.
+
+This is where :class:`~tickerd.config.Settings` ends: every component below gets its own
+small options or plain arguments. A start that fails halfway (a port in use) stops what
+it had started before the error propagates.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .book import PriceBook
 from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
-from .control import Control
-from .feeds import Feed, build_feeds
-from .ops import OpsSurface
+from .control.errors import ControlError
+from .control.hooks import FaultInjector
+from .control.runtime import Control
+from .control.scenario import load_scenario
+from .feeds import Feed, FeedRegistry, FeedState, build_feeds
+from .health import FeedHealth, assess
+from .ops import OpsOptions, OpsSurface
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
 from .symbols import SymbolUniverse
 from .transport.aio import netloc
-from .transport.control_http import ControlHTTPServer
-from .transport.http import HTTPServer
-from .transport.ws import WSServer
+from .transport.control_http import ControlHTTPServer, ControlOptions
+from .transport.http import HTTPServer, RestOptions
+from .transport.ws import WSOptions, WSServer
 
 log = logging.getLogger("tickerd.server")
 
+_SYMBOLS_NAMED = 5  # a feed with at most this many symbols has them named at start-up
+
 
 class Service:
-    """One tickerd instance: universe, book, limiter, protocol, feeds, WS and REST servers."""
+    """One tickerd instance: universe, book, limiter, protocol, feeds, control plane, and
+    the WebSocket, REST and control servers."""
 
     def __init__(
         self,
@@ -39,6 +51,9 @@ class Service:
         feeds: list[Feed] | None = None,
     ) -> None:
         self.settings = settings
+        # Refused before anything is built: a control port without a token.
+        if settings.control_port >= 0 and not settings.control_token:
+            raise ControlError("the control plane needs a token: set --control-token")
         # Everything that tells time reads one ControlledClock, which the control plane can
         # freeze, set or move (one method call over the base clock: cheap on the hot path).
         self.controlled_clock = ControlledClock(clock or SystemClock())
@@ -61,7 +76,7 @@ class Service:
             if plan.clock is not None:  # a replay brings its own time: control that one
                 self.controlled_clock = ControlledClock(plan.clock)
                 self.clock = self.controlled_clock
-        self.feeds = feeds
+        self.registry = FeedRegistry(feeds)
         self.ws: WSServer | None = None
         self.http: HTTPServer | None = None
         self.control_http: ControlHTTPServer | None = None
@@ -70,11 +85,33 @@ class Service:
             if settings.store
             else None
         )
-        # The control plane: refuses --control-port without --control-token and loads the
-        # --scenario file here, so bad settings stop the service before it listens.
-        self.control = Control(self)
-        self.ops = OpsSurface(self)  # ops: /metrics, /status, /dashboard; feed-state logs
+        # A bad --scenario file stops the service here, before anything listens.
+        startup = load_scenario(settings.scenario) if settings.scenario else None
+        self.faults = FaultInjector(self.controlled_clock, self.limiter)
+        self.control = Control(
+            book=self.book,
+            limiter=self.limiter,
+            universe=universe,
+            clock=self.controlled_clock,
+            faults=self.faults,
+            feeds=self.registry,
+            weight_limit=settings.weight_limit,
+            startup=startup,
+        )
+        # ops: /metrics, /status, /dashboard; feed-state logs
+        self.ops = OpsSurface(self, OpsOptions(settings.ops_host, settings.ops_port))
         self._tasks: list[asyncio.Task[None]] = []
+        self._started: list[Feed] = []
+        self._failures: dict[str, str] = {}  # feed name → why its task died
+
+    @property
+    def feeds(self) -> list[Feed]:
+        """The feeds this service runs (assignable until :meth:`start`)."""
+        return self.registry.feeds
+
+    @feeds.setter
+    def feeds(self, feeds: Sequence[Feed]) -> None:
+        self.registry.feeds = list(feeds)
 
     @property
     def url(self) -> str:
@@ -89,72 +126,107 @@ class Service:
             return None
         return f"http://{netloc(self.settings.host, self.http.port)}"
 
+    # -- health ----------------------------------------------------------------------------
+
+    def health_report(self) -> tuple[int, dict[str, Any]]:
+        """What ``GET /healthz`` answers on the WebSocket and REST ports: 200 or 503 and
+        the document (see :mod:`tickerd.health`)."""
+        feeds = [FeedHealth(f.name, self._feed_status(f), self._priced(f)) for f in self.registry]
+        connections = len(self.ws.connections) if self.ws else 0
+        return assess(feeds, symbols=len(self.book), connections=connections)
+
     def health(self) -> dict[str, Any]:
-        """What ``GET /healthz`` answers."""
-        health: dict[str, Any] = {
-            "status": "ok",
-            "symbols": len(self.book),
-            "connections": len(self.ws.connections) if self.ws else 0,
-        }
-        # Feeds that report on themselves (mirror: stale symbols, reconnects; push: counts).
-        feeds: dict[str, Any] = {}
-        for feed in self.feeds:
-            status = getattr(feed, "status", None)
-            if callable(status):
-                feeds[feed.name] = status()
-        if feeds:
-            health["feeds"] = feeds
-        return health
+        """The ``/healthz`` document alone."""
+        return self.health_report()[1]
+
+    def _feed_status(self, feed: Feed) -> dict[str, Any]:
+        status = dict(feed.status())
+        failure = self._failures.get(feed.name)
+        if failure is not None:
+            status["state"] = FeedState.FAILED
+            status["failure"] = failure
+        return status
+
+    def _priced(self, feed: Feed) -> bool:
+        symbols = feed.symbols
+        if symbols is None:
+            return len(self.book) > 0
+        book = self.book
+        return any(book.get(s) is not None for s in symbols)
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore stored prices, prime the book, start the feeds, then open the port."""
+        """Restore stored prices, prime the book, start the feeds, then open the ports.
+
+        If any step fails, everything started so far is stopped before the error
+        propagates: no feed task, open store or listening port is left behind.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        # What runs, logged once every port is open (a failed start logs only its error).
+        summary: list[str] = []
         if self.store is not None:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
-            await self.store.restore(self.book)
+            restored = await self.store.restore(self.book)
             self.store.attach(self.book)
+            summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
-        for feed in self.feeds:
+        for feed in self.registry:
             feed.prime(self.book)
-        for feed in self.feeds:
-            # Optional async preparation before the port opens (push binds its port, the
-            # mirror fetches a first snapshot); an exception here aborts the start.
-            start = getattr(feed, "start", None)
-            if start is not None:
-                await start(self.book)
-        for feed in self.feeds:
+        for feed in self.registry:
+            # Before the port opens (push binds its port, the mirror fetches a first
+            # snapshot); an exception here aborts the start.
+            self._started.append(feed)
+            await feed.start(self.book)
+        for feed in self.registry:
             self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
-        self.ws = WSServer(self.protocol, self.clock, self.settings, health=self.health)
+            summary.append(f"tickerd feed {feed.name}: {self._describe(feed)}")
+        self.ws = WSServer(self.protocol, self.clock, ws_options(s), health=self.health_report)
         await self.ws.start()
-        if self.settings.rest_port >= 0:
-            self.http = HTTPServer(self.rest, self.clock, self.settings)
-            try:
-                await self.http.start()
-            except BaseException:
-                self.http = None
-                raise
+        if s.rest_port >= 0:
+            http = HTTPServer(
+                self.rest, self.clock, RestOptions(s.host, s.rest_port), health=self.health_report
+            )
+            await http.start()
+            self.http = http
             # Logged before the WS line: once "tickerd ready" appears, both are up.
             log.info("tickerd REST ready: %s", self.rest_url)
         await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
-        self.control.bind(self.ws, self.http)
-        if self.settings.control_port >= 0:
-            self.control_http = ControlHTTPServer(self.control, self.settings)
-            try:
-                await self.control_http.start()
-            except BaseException:
-                self.control_http = None
-                raise
-            log.info("tickerd control ready: %s", self.control_http.url)
+        self.faults.bind(self.ws, self.http)
+        if s.control_port >= 0:
+            assert s.control_token  # checked in __init__
+            options = ControlOptions(s.control_token, s.control_host, s.control_port)
+            control_http = ControlHTTPServer(self.control, options)
+            await control_http.start()
+            self.control_http = control_http
+            log.info("tickerd control ready: %s", control_http.url)
         # A --scenario file starts now: its 0 ms steps apply before clients are told "ready".
         self.control.start()
-        # Everything built so far lives as long as the service: keep it out of the cyclic
-        # collector's full passes, which otherwise walk it every few thousand requests.
-        gc.freeze()
-        log.info("tickerd ready: %s (%d symbols)", self.url, len(self.book))
+        for line in summary:
+            log.info("%s", line)
+        served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
+        log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
+
+    def _describe(self, feed: Feed) -> str:
+        symbols = feed.symbols
+        if symbols is None:
+            return "every TRADING symbol"
+        text = f"{len(symbols)} symbol{'' if len(symbols) == 1 else 's'}"
+        if 0 < len(symbols) <= _SYMBOLS_NAMED:
+            text += f" ({', '.join(sorted(symbols))})"
+        return text
 
     async def stop(self) -> None:
-        """Close connections, stop feeds."""
+        """Close connections, stop feeds, flush the store (safe after a failed start)."""
         self.control.stop()
         await self.ops.stop()  # ops
         if self.control_http is not None:
@@ -167,6 +239,12 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for feed in reversed(self._started):
+            try:
+                await feed.stop()
+            except Exception:
+                log.exception("feed %s did not stop cleanly", feed.name)
+        self._started.clear()
         if self.store is not None:
             await self.store.close()  # the last flush: a clean stop loses nothing
 
@@ -177,19 +255,41 @@ class Service:
             log.info("feed %s finished", feed.name)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            self._failures[feed.name] = f"{type(exc).__name__}: {exc}"
             self.ops.feed_ended(feed.name, failed=True)  # ops
             log.exception("feed %s failed; its prices stay as they were", feed.name)
 
-    async def serve_forever(self) -> None:
-        """Start, run until SIGINT or SIGTERM, then stop cleanly."""
+    async def serve_forever(self, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``on_ready``, run until SIGINT or SIGTERM, then stop cleanly."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await self.start()
         try:
+            if on_ready is not None:
+                on_ready()
             await stopping.wait()
         finally:
             log.info("tickerd stopping")
             await self.stop()
+
+
+def ws_options(settings: Settings) -> WSOptions:
+    """The WebSocket API server's options, from the settings."""
+    s = settings
+    return WSOptions(
+        host=s.host,
+        port=s.port,
+        path=s.path,
+        max_connections=s.max_connections,
+        max_message_bytes=s.max_message_bytes,
+        max_send_buffer_bytes=s.max_send_buffer_bytes,
+        ping_interval=s.ping_interval,
+        pong_timeout=s.pong_timeout,
+        max_lifetime=s.max_lifetime,
+        handshake_timeout=s.handshake_timeout,
+        close_timeout=s.close_timeout,
+        connect_limit=s.connect_limit,
+    )

@@ -73,6 +73,11 @@ BANNED_MSG = (
     "Please use the websocket for live updates to avoid bans."
 )
 
+# Binance publishes no futures text for this; see docs/DECISIONS.md.
+CONNECT_LIMITED_MSG = (
+    "Too many connection attempts from IP({ip}); limit is {limit} per 5 minutes."
+)
+
 # Envelope-level failures of the WebSocket API (BINANCE.md §1, observed live).
 INVALID_JSON_MSG = "Invalid JSON request."
 INVALID_ID_MSG = (
@@ -118,6 +123,11 @@ class BinanceError(TickerdError):
     def of(cls, code: ErrorCode, *args: str, status: int = 400) -> BinanceError:
         """Build the error for ``code`` with Binance's message, formatted with ``args``."""
         return error_class(status)(status, int(code), MESSAGES[code].format(*args))
+
+    def retry_after_s(self, now_ms: int) -> int:
+        """``retryAfter`` as an HTTP ``Retry-After`` value: whole seconds from ``now_ms``, at
+        least 1 (rounded up, so a client that waits that long is never refused again)."""
+        return retry_after_s(self.retry_after_ms or now_ms, now_ms)
 
     def to_wire(self) -> dict[str, Any]:
         """The ``error`` object of a WebSocket API reply (also the REST error body)."""
@@ -184,6 +194,54 @@ class RequestTimeout(TickerdError, TimeoutError):
 
 class ProtocolError(TickerdError):
     """A reply that breaks the Binance WebSocket API wire format (e.g. a non-string price)."""
+
+
+def retry_after_s(retry_after_ms: int, now_ms: int) -> int:
+    """Whole seconds from ``now_ms`` until ``retry_after_ms``, rounded up, at least 1."""
+    return max(1, -(-(retry_after_ms - now_ms) // 1000))
+
+
+def rate_limited(
+    ip: str, limit: int, retry_after_ms: int, now_ms: int, used_weight: int
+) -> RateLimitError:
+    """The 429 / -1003 answer: ``ip`` is over ``limit`` weight; retry at ``retry_after_ms``.
+
+    The one builder of this reply, for the limiter and for faults the control plane forces.
+    """
+    return RateLimitError(
+        429,
+        int(ErrorCode.TOO_MANY_REQUESTS),
+        RATE_LIMITED_MSG.format(ip=ip, limit=limit),
+        retry_after_ms=retry_after_ms,
+        server_time_ms=now_ms,
+        used_weight=used_weight,
+    )
+
+
+def banned(ip: str, until_ms: int, now_ms: int, used_weight: int) -> IPBannedError:
+    """The 418 / -1003 answer: ``ip`` is banned until ``until_ms`` (also its ``retryAfter``).
+
+    The one builder of this reply, for the limiter and for faults the control plane forces.
+    """
+    return IPBannedError(
+        418,
+        int(ErrorCode.TOO_MANY_REQUESTS),
+        BANNED_MSG.format(ip=ip, until=until_ms),
+        retry_after_ms=until_ms,
+        server_time_ms=now_ms,
+        used_weight=used_weight,
+    )
+
+
+def connect_limited(ip: str, limit: int, retry_after_ms: int, now_ms: int) -> RateLimitError:
+    """The 429 / -1003 answer at the handshake: too many connection attempts from ``ip``."""
+    return RateLimitError(
+        429,
+        int(ErrorCode.TOO_MANY_REQUESTS),
+        CONNECT_LIMITED_MSG.format(ip=ip, limit=limit),
+        retry_after_ms=retry_after_ms,
+        server_time_ms=now_ms,
+    )
 
 
 def error_class(status: int) -> type[BinanceError]:

@@ -163,7 +163,9 @@ class Protocol:
 
     def binary_frame(self) -> Reply:
         """The answer to a binary frame: the WS API speaks JSON text only."""
-        return self.envelope_error(None, INVALID_JSON_MSG)
+        # ops: not envelope_error, which counts an answer; the server builds this one once.
+        body = orjson.dumps({"code": int(ErrorCode.UNKNOWN), "msg": INVALID_JSON_MSG})
+        return (b'{"id":null,"status":400,"error":%s}' % body,)
 
     def envelope_error(self, rid: bytes | None, msg: str) -> Reply:
         """A request-level failure: status 400, code -1000, no ``rateLimits`` (as Binance)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import weights
-from .errors import BANNED_MSG, RATE_LIMITED_MSG, ErrorCode, IPBannedError, RateLimitError
+from .errors import IPBannedError, banned, rate_limited
 
 
 class ClientWindow:
@@ -104,14 +104,7 @@ class RateLimiter:
         if c.refused > self.ban_grace + 1:
             self._ban(c, now_ms)
             raise self._banned(key, c, now_ms)
-        raise RateLimitError(
-            429,
-            int(ErrorCode.TOO_MANY_REQUESTS),
-            RATE_LIMITED_MSG.format(ip=key, limit=self.limit),
-            retry_after_ms=window_start + self.window_ms,
-            server_time_ms=now_ms,
-            used_weight=used,
-        )
+        raise rate_limited(key, self.limit, window_start + self.window_ms, now_ms, used)
 
     def used(self, key: str, now_ms: int) -> int:
         """Weight ``key`` has used in the current window."""
@@ -155,14 +148,7 @@ class RateLimiter:
         c.last_ban_end = c.ban_until
 
     def _banned(self, key: str, c: ClientWindow, now_ms: int) -> IPBannedError:
-        return IPBannedError(
-            418,
-            int(ErrorCode.TOO_MANY_REQUESTS),
-            BANNED_MSG.format(ip=key, until=c.ban_until),
-            retry_after_ms=c.ban_until,
-            server_time_ms=now_ms,
-            used_weight=c.used,
-        )
+        return banned(key, c.ban_until, now_ms, c.used)
 
     def _new_client(self, key: str, now_ms: int) -> ClientWindow:
         if len(self._clients) >= self.max_clients:
@@ -229,6 +215,10 @@ class AttemptCounter:
             w = self._windows[key] = [start, 0]
         w[1] += 1
         return w[1] <= self.limit
+
+    def retry_after_ms(self, now_ms: int) -> int:
+        """When the window that holds ``now_ms`` ends: a refused key may try again then."""
+        return now_ms - now_ms % self.window_ms + self.window_ms
 
     def _sweep(self, start: int) -> None:
         windows = {k: v for k, v in self._windows.items() if v[0] == start}

@@ -167,7 +167,7 @@ class RestApi:
         try:
             count = self.limiter.charge(client_ip, endpoint.weight.of(has_symbol), now_ms)
         except BinanceError as err:
-            return self._limited(err, now_ms)
+            return self.limited_reply(err, now_ms)
         if pairs is None:
             received = str(query.count("&") + 1)
             body = _error_body(ErrorCode.TOO_MANY_PARAMETERS, str(len(endpoint.params)), received)
@@ -259,19 +259,19 @@ class RestApi:
         try:
             count = self.limiter.charge(client_ip, weights.REST_UNROUTED_WEIGHT, now_ms)
         except BinanceError as err:
-            return self._limited(err, now_ms)
+            return self.limited_reply(err, now_ms)
         # The path is echoed; lone surrogates (undecodable bytes) cannot go into JSON.
         safe = path.encode("utf-8", "replace").decode("utf-8")
         return self._reply(404, _error_body(ErrorCode.INVALID_PATH, safe, method), count)
 
     @staticmethod
-    def _limited(err: BinanceError, now_ms: int) -> RestReply:
-        """429 / 418: the -1003 body, ``Retry-After`` in whole seconds (at least 1)."""
-        retry_after_s = max(1, -(-((err.retry_after_ms or now_ms) - now_ms) // 1000))
+    def limited_reply(err: BinanceError, now_ms: int) -> RestReply:
+        """The REST answer to a 429 / 418 ``err`` at ``now_ms``: the -1003 body (no ``data``,
+        as fapi), the used weight, and ``Retry-After`` in whole seconds (at least 1)."""
         headers = [
             _CONTENT_TYPE,
             (USED_WEIGHT_HEADER, str(err.used_weight or 0)),
-            ("Retry-After", str(retry_after_s)),
+            ("Retry-After", str(err.retry_after_s(now_ms))),
         ]
         return RestReply(err.status, headers, orjson.dumps({"code": err.code, "msg": err.msg}))
 

@@ -36,7 +36,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .app import Service
-    from .clock import ManualClock
+    from .clock import ControlledClock
 
 __all__ = ["TickerdServer", "tickerd_server"]
 
@@ -74,7 +74,9 @@ class TickerdServer:
         self.rest = rest
         self.overrides = settings
         self.service: Service | None = None
-        self.clock: ManualClock | None = None
+        # The server's clock as clients see it (what the control plane's clock operations
+        # move), over a manual base clock: pass it to a client as its clock.
+        self.clock: ControlledClock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -87,9 +89,6 @@ class TickerdServer:
         """Start the server; return once it listens (or raise why it could not)."""
         if self._thread is not None:
             raise RuntimeError("already started")
-        from .clock import ManualClock
-
-        self.clock = ManualClock(self.start_ms)
         self._thread = threading.Thread(target=self._run, name="tickerd-test-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -144,14 +143,16 @@ class TickerdServer:
         settings = Settings(**fields)
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        assert self.clock is not None
-        service = Service(settings, clock=self.clock, feeds=[] if self.prices == "none" else None)
+        from .clock import ManualClock
+
+        service = Service(
+            settings,
+            clock=ManualClock(self.start_ms),
+            feeds=[] if self.prices == "none" else None,
+        )
         self.service = service
-        try:
-            await service.start()
-        except BaseException:
-            await service.stop()
-            raise
+        self.clock = service.controlled_clock
+        await service.start()  # stops what it started if it fails
         try:
             self._ready.set()
             await self._stopping.wait()
@@ -177,13 +178,15 @@ class TickerdServer:
 
     def set_price(self, symbol: str, price: str | Decimal, time_ms: int | None = None) -> None:
         """Make ``price`` (an exact decimal string) ``symbol``'s last trade, at ``time_ms``
-        (default: the clock's now). Raises :class:`~tickerd.book.TickRejected` for an
-        unknown symbol or a price off the symbol's tick grid."""
+        (default: the clock's now; as the control plane's ``price.set``, at most the
+        tick-time skew ahead of the clock). Raises :class:`~tickerd.book.TickRejected` for
+        an unknown symbol, a price off the symbol's tick grid or a time out of bounds."""
 
         def apply() -> None:
             service = self._service()
-            when = service.clock.now_ms() if time_ms is None else time_ms
-            service.book.update(service.book.make_tick(symbol, price, when))
+            now = service.clock.now_ms()
+            when = now if time_ms is None else time_ms
+            service.book.update(service.book.make_tick(symbol, price, when, now))
 
         self.call(apply)
 
@@ -200,18 +203,30 @@ class TickerdServer:
 
         return self.call(read)
 
+    # The clock: the control plane's clock operations, with the same names and rules.
+
     def advance(self, ms: int) -> int:
-        """Move the server clock forward by ``ms``; return the new time."""
+        """Move the server clock forward by ``ms`` (``clock.advance``); returns the new time.
+        Raises :class:`~tickerd.control.ControlError` for a negative ``ms``."""
+        return int(self.control("clock.advance", ms=ms)["now_ms"])
 
-        def move() -> int:
-            self._clock().advance(ms)
-            return self._service().clock.now_ms()
+    def set_time(self, now_ms: int) -> int:
+        """Set the server clock to ``now_ms``, backward too (``clock.set``): clients are
+        served exactly ``now_ms``, whatever moved the clock before. Returns it."""
+        return int(self.control("clock.set", now_ms=now_ms)["now_ms"])
 
-        return self.call(move)
+    def freeze(self, at_ms: int | None = None) -> int:
+        """Stop the clock (``clock.freeze``), at ``at_ms`` or now; returns the time."""
+        return int(self.control("clock.freeze", **_given(at_ms=at_ms))["now_ms"])
 
-    def set_time(self, now_ms: int) -> None:
-        """Set the server clock to ``now_ms`` (never earlier than now)."""
-        self.call(lambda: self._clock().set(now_ms))
+    def unfreeze(self) -> int:
+        """Let the clock run on from where it stands (``clock.unfreeze``). The fixture's
+        base clock is manual: the time still moves only by :meth:`advance`."""
+        return int(self.control("clock.unfreeze")["now_ms"])
+
+    def reset_clock(self) -> int:
+        """Back to the fixture's manual clock (``clock.reset``): no offset, not frozen."""
+        return int(self.control("clock.reset")["now_ms"])
 
     @property
     def now_ms(self) -> int:
@@ -222,7 +237,7 @@ class TickerdServer:
 
     def control(self, op: str, **args: Any) -> dict[str, Any]:
         """Run control operation ``op`` (``"fault.http429"``, ``"conn.close"`` …: every name
-        of :data:`tickerd.control.OPS`) with ``args``; returns its result. Raises
+        of :data:`tickerd.control.ops.OPS`) with ``args``; returns its result. Raises
         :class:`~tickerd.control.ControlError` for unknown operations or bad arguments."""
         return self.call(lambda: self._service().control.apply(op, args))
 
@@ -270,15 +285,16 @@ class TickerdServer:
         self, code: int = 1000, *, reason: str | None = None, ip: str | None = None,
         conn: int | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Close connections with ``code`` (1000, 1001, 1008, 1011)."""
+        """Close connections with ``code`` (1000, 1001, 1008, 1011); raises
+        :class:`~tickerd.control.ControlError` (409) when none is open."""
         return self.control("conn.close", **_given(code=code, reason=reason, ip=ip, conn=conn))
 
     def drop_connections(self, *, ip: str | None = None, conn: int | None = None) -> dict[str, Any]:
-        """Drop connections' TCP without a close frame."""
+        """Drop connections' TCP without a close frame (409 when none is open)."""
         return self.control("conn.drop", **_given(ip=ip, conn=conn))
 
     def server_shutdown(self, *, ip: str | None = None, conn: int | None = None) -> dict[str, Any]:
-        """Send Binance's ``serverShutdown`` event."""
+        """Send Binance's ``serverShutdown`` event (409 when no connection is open)."""
         return self.control("event.shutdown", **_given(ip=ip, conn=conn))
 
     def set_weight_limit(self, limit: int) -> dict[str, Any]:
@@ -286,15 +302,18 @@ class TickerdServer:
         return self.control("limit.weight", limit=limit)
 
     def set_symbol_status(self, symbol: str, status: str) -> dict[str, Any]:
-        """Set a contract's status (anything but TRADING answers -1121)."""
+        """Set a contract's status, one of Binance's (anything but TRADING answers -1121)."""
         return self.control("symbol.status", symbol=symbol, status=status)
 
-    def run_scenario(self, scenario: dict[str, Any] | str) -> dict[str, Any]:
-        """Run a scenario document, or a JSON scenario file given by path."""
-        from .scenario import load_scenario, parse_scenario
+    def run_scenario(
+        self, scenario: dict[str, Any] | str, *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Run a scenario document, or a JSON scenario file given by path; ``replace`` stops
+        a running scenario instead of raising :class:`~tickerd.control.ControlError` (409)."""
+        from .control.scenario import load_scenario, parse_scenario
 
         parsed = parse_scenario(scenario) if isinstance(scenario, dict) else load_scenario(scenario)
-        return self.call(lambda: self._service().control.run_scenario(parsed))
+        return self.call(lambda: self._service().control.run_scenario(parsed, replace=replace))
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on the server's loop and return its result (or raise its error)."""
@@ -316,11 +335,6 @@ class TickerdServer:
         if self.service is None:
             raise RuntimeError("the server is not started")
         return self.service
-
-    def _clock(self) -> ManualClock:
-        if self.clock is None:
-            raise RuntimeError("the server is not started")
-        return self.clock
 
 
 # -- the pytest plugin -----------------------------------------------------------------------

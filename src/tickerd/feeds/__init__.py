@@ -6,28 +6,52 @@ run at once as long as their symbols do not overlap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..book import PriceBook
 from ..clock import Clock
 from ..config import Settings
 from ..errors import TickerdError
+from ..models import Tick
 from ..symbols import SymbolUniverse
+from .state import FeedState
+
+__all__ = [
+    "BUILDERS",
+    "Feed",
+    "FeedConfigError",
+    "FeedPlan",
+    "FeedRegistry",
+    "FeedState",
+    "Reseedable",
+    "Steppable",
+    "assign_symbols",
+    "build_feeds",
+]
 
 
 class Feed(Protocol):
-    """A source of ticks. ``run`` applies ticks to the book until cancelled.
+    """A source of ticks (synthetic, replay, mirror, push), as the service runs it.
 
-    Optional members, looked up with ``getattr``: ``symbols`` (a frozenset of the names the
-    feed writes, or None for "every TRADING symbol no other feed declares" — see
-    :func:`assign_symbols`), ``async start(book)`` (awaited before the server opens its
-    port; an exception aborts the start) and ``status()`` (a JSON-able dict for
-    ``/healthz``).
+    The lifecycle: :meth:`prime` (synchronous, before any port opens), :meth:`start`
+    (awaited before the public port opens; an exception aborts the service start), then
+    :meth:`run` as a task until the service stops, then :meth:`stop`. :meth:`status` is
+    read by ``/healthz``.
     """
 
     name: str
+
+    @property
+    def symbols(self) -> frozenset[str] | None:
+        """The symbols this feed writes, or None for "every TRADING symbol no other feed
+        declares" until :func:`assign_symbols` has called :meth:`claim`."""
+        ...
+
+    def claim(self, symbols: frozenset[str]) -> None:
+        """Take ``symbols`` (the TRADING symbols no other feed declares) as its own."""
+        ...
 
     def prime(self, book: PriceBook) -> None:
         """Put the feed's first prices into the book before the server opens its port.
@@ -37,9 +61,84 @@ class Feed(Protocol):
         """
         ...
 
+    async def start(self, book: PriceBook) -> None:
+        """Prepare before the public port opens (bind a port, fetch a first snapshot)."""
+        ...
+
     async def run(self, book: PriceBook) -> None:
         """Keep the book current; return only when the source is exhausted."""
         ...
+
+    async def stop(self) -> None:
+        """Release what :meth:`start` took (a port, a session); safe to call twice, and
+        after a start that failed or never happened."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able dict for ``/healthz``: ``"state"`` (a :class:`FeedState` value) and
+        the feed's own details."""
+        ...
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """A feed whose prices come from a seed and can restart from another one."""
+
+    name: str
+
+    def reseed(self, seed: int, book: PriceBook) -> int:
+        """Restart from ``seed``: put the seed's starting prices of the feed's own symbols
+        into ``book`` (replacing what they had); returns how many symbols it walks."""
+        ...
+
+
+@runtime_checkable
+class Steppable(Protocol):
+    """A feed that can be moved forward one step at a time (a step-mode replay)."""
+
+    name: str
+
+    @property
+    def stepped(self) -> bool:
+        """Whether it moves only when stepped (False: it runs by itself)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """Whether there is nothing left to step through."""
+        ...
+
+    def step(self, n: int = 1) -> list[Tick]:
+        """Apply the next ``n`` ticks now and return them."""
+        ...
+
+
+class FeedRegistry:
+    """The feeds a service runs, and the optional capabilities some of them have."""
+
+    def __init__(self, feeds: Iterable[Feed] = ()) -> None:
+        self.feeds: list[Feed] = list(feeds)
+
+    def __iter__(self) -> Iterator[Feed]:
+        return iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def reseedable(self) -> list[Reseedable]:
+        """The feeds that can restart from a seed."""
+        return [f for f in self.feeds if isinstance(f, Reseedable)]
+
+    def steppable(self) -> list[Steppable]:
+        """The feeds that can be stepped."""
+        return [f for f in self.feeds if isinstance(f, Steppable)]
+
+    def claimed(self) -> frozenset[str]:
+        """Every symbol some feed declares or was given."""
+        out: set[str] = set()
+        for feed in self.feeds:
+            out.update(feed.symbols or ())
+        return frozenset(out)
 
 
 class FeedConfigError(TickerdError):
@@ -128,12 +227,12 @@ def assign_symbols(plan: FeedPlan, universe: SymbolUniverse) -> None:
 
     The rule: each feed declares the symbols it writes (``feed.symbols``) or None, meaning
     "every TRADING symbol no other feed declares". Declared sets must not overlap, and at
-    most one feed may take the rest; that feed's ``symbols`` is set to the rest here.
+    most one feed may take the rest, which it is given here (:meth:`Feed.claim`).
     """
     owner: dict[str, str] = {}
     takers: list[Feed] = []
     for feed in plan.feeds:
-        declared: frozenset[str] | None = getattr(feed, "symbols", None)
+        declared = feed.symbols
         if declared is None:
             takers.append(feed)
             continue
@@ -153,7 +252,7 @@ def assign_symbols(plan: FeedPlan, universe: SymbolUniverse) -> None:
         )
     if takers:
         rest = frozenset(s.symbol for s in universe.trading() if s.symbol not in owner)
-        takers[0].symbols = rest  # type: ignore[attr-defined]
+        takers[0].claim(rest)
 
 
 def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> FeedPlan:

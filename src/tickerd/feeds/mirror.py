@@ -65,6 +65,7 @@ from ..backoff import jittered_backoff
 from ..book import PriceBook, TickRejected
 from ..errors import TickerdError
 from ..symbols import SymbolUniverse
+from .state import FeedState
 
 log = logging.getLogger("tickerd.feeds.mirror")
 
@@ -234,6 +235,10 @@ class MirrorFeed:
             return [s.symbol for s in self.universe.trading()]
         return sorted(self.symbols)
 
+    def claim(self, symbols: frozenset[str]) -> None:
+        """Mirror ``symbols`` (build_feeds gives it those no other feed declares)."""
+        self.symbols = symbols
+
     def prime(self, book: PriceBook) -> None:
         """Nothing to do synchronously: :meth:`start` fetches the first prices."""
 
@@ -270,6 +275,12 @@ class MirrorFeed:
                 session, self._session = self._session, None
                 await session.close()
 
+    async def stop(self) -> None:
+        """Close the HTTP session a :meth:`start` opened without a :meth:`run`."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
     # -- status ---------------------------------------------------------------------------
 
     def stale_symbols(self) -> list[str]:
@@ -287,7 +298,13 @@ class MirrorFeed:
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` reports for this feed."""
         stale = self.stale_symbols()
+        connected = sum(1 for s in self.shards if any(c.alive for c in s.conns))
+        if not connected:
+            state = FeedState.DOWN if self.stats.applied else FeedState.STARTING
+        else:
+            state = FeedState.STALE if stale or connected < len(self.shards) else FeedState.UP
         return {
+            "state": state,
             "symbols": sum(len(s.symbols) for s in self.shards),
             "shards": len(self.shards),
             "connections": sum(1 for s in self.shards for c in s.conns if c.alive),

@@ -44,6 +44,7 @@ from ..book import PriceBook, TickRejected
 from ..models import Tick
 from ..symbols import SymbolUniverse
 from ..transport.aio import Site, bearer_matches, netloc
+from .state import FeedState
 
 log = logging.getLogger("tickerd.feeds.push")
 
@@ -127,6 +128,10 @@ class PushFeed:
         """``http://host:port`` of the ingest."""
         return f"http://{netloc(self.host, self.port)}"
 
+    def claim(self, symbols: frozenset[str]) -> None:
+        """Accept only ``symbols`` (build_feeds gives it those no other feed declares)."""
+        self.symbols = symbols
+
     def prime(self, book: PriceBook) -> None:
         """Nothing: pushed prices arrive once the ingest listens."""
 
@@ -154,6 +159,7 @@ class PushFeed:
     def status(self) -> dict[str, Any]:
         """What ``/healthz`` reports for this feed."""
         return {
+            "state": FeedState.UP if self.site.running else FeedState.DOWN,
             "accepted": self.accepted,
             "rejected_batches": self.rejected_batches,
             "unauthorized": self.unauthorized,

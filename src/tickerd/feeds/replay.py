@@ -57,6 +57,7 @@ from .binance_files import (
     ordered,
     read_blocks,
 )
+from .state import FeedState
 
 log = logging.getLogger("tickerd.feeds.replay")
 
@@ -209,6 +210,22 @@ class ReplayFeed:
         :meth:`step`."""
         self._book = book
 
+    def claim(self, symbols: frozenset[str]) -> None:
+        """Never needed: a replay declares its files' symbols."""
+        self.symbols = symbols
+
+    async def start(self, book: PriceBook) -> None:
+        """Nothing to prepare before the port opens."""
+        self._book = book
+
+    async def stop(self) -> None:
+        """Nothing to release (files are closed as they are read)."""
+
+    @property
+    def stepped(self) -> bool:
+        """Whether trades advance only by :meth:`step` (``--replay-speed step``)."""
+        return self.speed.mode == "step"
+
     async def run(self, book: PriceBook) -> None:
         """Replay at the feed's speed; return when the files are exhausted."""
         self._book = book
@@ -225,7 +242,11 @@ class ReplayFeed:
 
     def status(self) -> dict[str, Any]:
         """The replay's progress, for ``/healthz``."""
+        state = FeedState.UP if not self.finished else FeedState.FINISHED
+        if self.error is not None:
+            state = FeedState.FAILED
         return {
+            "state": state,
             "speed": str(self.speed),
             "applied": self.applied,
             "last_trade_time": self.last.time_ms if self.last else None,

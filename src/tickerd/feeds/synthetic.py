@@ -12,11 +12,13 @@ import asyncio
 import random
 from collections.abc import Collection
 from decimal import Decimal
+from typing import Any
 
 from ..book import PriceBook
 from ..clock import Clock
 from ..models import SymbolInfo, Tick
 from ..symbols import SymbolUniverse, reference_prices
+from .state import FeedState
 
 _MAX_BATCH = 10_000  # ticks applied per wake-up at most, however late the wake-up
 
@@ -47,6 +49,8 @@ class SyntheticMarket:
     """A deterministic stream of ticks for every TRADING symbol of ``universe``."""
 
     def __init__(self, universe: SymbolUniverse, seed: int) -> None:
+        self.universe = universe
+        self.seed = seed
         self.rng = random.Random(seed)
         refs = reference_prices()
         self.walkers: list[_Walker] = []
@@ -91,9 +95,37 @@ class SyntheticFeed:
 
     @symbols.setter
     def symbols(self, symbols: frozenset[str]) -> None:
-        # build_feeds gives the synthetic feed the symbols no other feed declares.
+        self.claim(symbols)
+
+    def claim(self, symbols: frozenset[str]) -> None:
+        """Walk only ``symbols`` (build_feeds gives it those no other feed declares)."""
         self._symbols = symbols
         self.market.keep_only(symbols)
+
+    async def start(self, book: PriceBook) -> None:
+        """Nothing to prepare: :meth:`prime` gave every symbol its price."""
+
+    async def stop(self) -> None:
+        """Nothing to release."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: always up (prices come from the seed)."""
+        return {
+            "state": FeedState.UP,
+            "symbols": len(self.market.walkers),
+            "seed": self.market.seed,
+            "tick_rate": self.rate,
+        }
+
+    def reseed(self, seed: int, book: PriceBook) -> int:
+        """Restart the walk of the feed's own symbols from ``seed``: each one's price goes
+        back to where a fresh start with that seed puts it. Returns the symbols walked."""
+        market = SyntheticMarket(self.market.universe, seed)
+        if self._symbols is not None:
+            market.keep_only(self._symbols)
+        self.market = market
+        book.apply(market.snapshot(self.clock.now_ms()))
+        return len(market.walkers)
 
     def prime(self, book: PriceBook) -> None:
         """Give every symbol its starting price. A symbol the book already prices (restored

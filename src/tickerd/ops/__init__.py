@@ -6,6 +6,6 @@ log formats (:mod:`tickerd.ops.logs`). The counters they read are kept where req
 handled, in :mod:`tickerd.counters`.
 """
 
-from .surface import OpsSurface
+from .surface import OpsOptions, OpsSurface
 
-__all__ = ["OpsSurface"]
+__all__ = ["OpsOptions", "OpsSurface"]

@@ -90,7 +90,7 @@ def figures(service: Service, tracker: FeedTracker) -> dict[str, Any]:
             else None
         ),
         "symbols": len(service.book),
-        "faults_armed": len(service.control.faults.faults),
+        "faults_armed": len(service.faults.faults),
         "version": tickerd_version(),
     }
 

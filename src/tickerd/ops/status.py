@@ -115,7 +115,7 @@ def connections(service: Service, top: int) -> dict[str, Any]:
     busiest = heapq.nsmallest(top, per_ip.items(), key=lambda kv: (-kv[1], kv[0]))
     return {
         "open": len(conns),
-        "max": service.settings.max_connections,
+        "max": ws.options.max_connections if ws is not None else None,
         "opened_total": ws.counters.opened if ws is not None else 0,
         "by_ip": [{"ip": ip, "open": n} for ip, n in busiest],
         "ips_total": len(per_ip),
@@ -124,7 +124,7 @@ def connections(service: Service, top: int) -> dict[str, Any]:
 
 def faults(service: Service) -> list[dict[str, Any]]:
     """The armed control-plane faults, as the control plane describes them."""
-    armed = service.control.faults.faults.values()
+    armed = service.faults.faults.values()
     return [f.to_state() for f in list(armed)[:MAX_LISTED]]
 
 
@@ -152,5 +152,5 @@ def status(
         "feeds": feeds(service, tracker, now),
         "connections": connections(service, top),
         "faults": listed_faults,
-        "faults_total": len(service.control.faults.faults),
+        "faults_total": len(service.faults.faults),
     }

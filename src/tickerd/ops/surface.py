@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,14 @@ _CSP = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class OpsOptions:
+    """Where the ops surface listens (port 0: any free port, -1: off)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9003
+
+
 def _json(doc: object, status_code: int = 200) -> web.Response:
     return web.Response(
         status=status_code,
@@ -63,9 +72,9 @@ def _json(doc: object, status_code: int = 200) -> web.Response:
 class OpsSurface:
     """The ops surface of a :class:`~tickerd.app.Service` (see the module docstring)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, options: OpsOptions) -> None:
         self.service = service
-        self.settings = service.settings
+        self.options = options
         self.tracker = FeedTracker(service.feeds, service.book)
         self.started = time.monotonic()
         self.live = LiveChannel(service, self.tracker, self.started)
@@ -94,7 +103,7 @@ class OpsSurface:
         """``http://host:port`` of the ops surface, or None when it is off."""
         if not self.site.running:
             return None
-        return f"http://{netloc(self.settings.ops_host, self.site.port)}"
+        return f"http://{netloc(self.options.host, self.site.port)}"
 
     async def start(self) -> None:
         """Start watching the feeds; listen when ``--ops-port`` is not -1."""
@@ -103,8 +112,8 @@ class OpsSurface:
         self._watch = asyncio.create_task(
             self.tracker.watch(FEED_CHECK_INTERVAL_S), name="tickerd-feed-watch"
         )
-        s = self.settings
-        if s.ops_port < 0:
+        o = self.options
+        if o.port < 0:
             return
         self._registry = registry(self.service, self.tracker)
         app = web.Application(client_max_size=1024)
@@ -122,11 +131,11 @@ class OpsSurface:
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
         try:
-            await self.site.listen(runner, s.ops_host, s.ops_port)
+            await self.site.listen(runner, o.host, o.port)
         except OSError as exc:
             raise OSError(
                 exc.errno,
-                f"cannot listen on the ops port {netloc(s.ops_host, s.ops_port)}: "
+                f"cannot listen on the ops port {netloc(o.host, o.port)}: "
                 f"{exc.strerror or exc} (--ops-port -1 turns the ops surface off)",
             ) from None
         log.info("tickerd ops ready: %s", self.url)

@@ -7,26 +7,30 @@
 - ``GET /control/ops``: every operation, its arguments and what it does;
 - ``POST /control/<op>`` with a JSON object of arguments (or no body), ``<op>`` an
   operation name with ``/`` for ``.`` (``/control/fault/http429``);
-- ``POST /control/scenario`` with a scenario document (:mod:`tickerd.scenario`).
+- ``POST /control/scenario`` with a scenario document (:mod:`tickerd.control.scenario`),
+  refused with 409 while another scenario runs unless the document says
+  ``"replace": true``.
 
 Every request must carry ``Authorization: Bearer <token>``; the token is compared in
 constant time (``hmac.compare_digest``), and a request without it or with a wrong one is
 answered 401 before anything is read or done, unknown paths included. Answers are JSON:
 the operation's result with 200, or ``{"error": "..."}`` with 400 (bad arguments), 401,
-404 (unknown operation), 405, 409 (nothing to act on) or 413 (a body over 1 MiB).
+404 (unknown operation), 405, 409 (nothing to act on, a scenario already running) or
+413 (a body over 1 MiB).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from ..config import Settings
-from ..control import OPS, Control, ControlError
+from ..control.errors import ControlError
+from ..control.ops import describe_ops
 from .aio import SHUTDOWN_TIMEOUT_S, Site, bearer_matches, netloc
 
 log = logging.getLogger("tickerd.control")
@@ -34,6 +38,18 @@ log = logging.getLogger("tickerd.control")
 MAX_BODY_BYTES = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+if TYPE_CHECKING:
+    from ..control.runtime import Control
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOptions:
+    """Where the control plane listens and the bearer token it requires."""
+
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 9003
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,14 +62,14 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 class ControlHTTPServer:
-    """Serves a :class:`Control` on ``settings.control_host:settings.control_port``."""
+    """Serves a :class:`~tickerd.control.runtime.Control` on ``options.host:options.port``."""
 
-    def __init__(self, control: Control, settings: Settings) -> None:
-        if not settings.control_token:
+    def __init__(self, control: Control, options: ControlOptions) -> None:
+        if not options.token:
             raise ControlError("the control plane needs a token: set --control-token")
         self.control = control
-        self.settings = settings
-        self._token = settings.control_token.encode()
+        self.options = options
+        self._token = options.token.encode()
         self.site = Site()
 
     @property
@@ -64,10 +80,10 @@ class ControlHTTPServer:
     @property
     def url(self) -> str:
         """``http://host:port`` of the control plane."""
-        return f"http://{netloc(self.settings.control_host, self.port)}"
+        return f"http://{netloc(self.options.host, self.port)}"
 
     async def start(self) -> None:
-        """Listen on ``settings.control_host:settings.control_port``."""
+        """Listen on ``options.host:options.port``."""
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/control/state", self._state)
         app.router.add_get("/control/ops", self._ops)
@@ -76,7 +92,7 @@ class ControlHTTPServer:
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
-        await self.site.listen(runner, self.settings.control_host, self.settings.control_port)
+        await self.site.listen(runner, self.options.host, self.options.port)
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
@@ -105,26 +121,18 @@ class ControlHTTPServer:
         return _json(self.control.state())
 
     async def _ops(self, request: web.Request) -> web.StreamResponse:
-        return _json(
-            {
-                name: {
-                    "path": "/control/" + name.replace(".", "/"),
-                    "help": op.help,
-                    "args": {
-                        arg_name: {"type": arg.kind.__name__, "required": arg.required}
-                        for arg_name, arg in op.args.items()
-                    },
-                }
-                for name, op in OPS.items()
-            }
-        )
+        return _json(describe_ops())
 
     async def _op(self, request: web.Request) -> web.StreamResponse:
         op = request.match_info["op"].strip("/").replace("/", ".")
         return _json({"ok": True, **self.control.apply(op, await _body(request))})
 
     async def _scenario(self, request: web.Request) -> web.StreamResponse:
-        return _json({"ok": True, **self.control.run_scenario_doc(await _body(request))})
+        doc = await _body(request)
+        replace = doc.pop("replace", False) if isinstance(doc, dict) else False
+        if type(replace) is not bool:
+            raise ControlError(f"'replace' must be true or false, got {replace!r}")
+        return _json({"ok": True, **self.control.run_scenario_doc(doc, replace=replace)})
 
 
 async def _body(request: web.Request) -> Any:

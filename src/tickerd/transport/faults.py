@@ -1,22 +1,20 @@
-"""Faults the control plane injects into live connections: forced 429/418 answers, delayed
-replies, unanswered pings, closes, TCP drops and ``serverShutdown`` events.
+"""Faults applied to live connections: forced 429/418 answers, delayed replies, unanswered
+pings, closes, TCP drops and ``serverShutdown`` events.
+
+The faults themselves are values (``tickerd/faults.py``); this module applies them.
 
 Theory of operation
 -------------------
-The WebSocket hot path (:meth:`Connection.on_ws_frame` → ``handle`` → ``queue`` →
-``flush``) has no fault check in it. A fault is armed by *swapping* what the connections it
-aims at run, and disarmed by swapping the originals back:
+A WebSocket connection has one slot a fault replaces: its *stage*
+(:meth:`~tickerd.wsconn.WSConnection.use_stage`), which turns each complete text message
+into output, answers client pings and queues replies. While no fault aims at a connection
+its stage is the connection itself, and the frame path has no fault check in it. When a
+fault aims at it, :class:`FaultInjector` installs a :class:`FaultStage` for it; when none
+does any more (and no delayed reply waits), it puts the connection back.
 
-* forced 429/418 (:class:`RequestFault`): the value of ``conn.handle`` (an attribute every
-  connection has) becomes :meth:`FaultInjector._handle`, which answers the next requests
-  with the error, then hands over to the protocol again. For REST, ``HTTPServer.handle`` is
-  swapped the same way while a fault aims at all clients or at an IP (REST has no
-  connection ids).
-* latency and unanswered pings: the connection's class becomes :class:`FaultedConnection`
-  (``conn.__class__``, same layout), whose ``queue`` and ``other_frame`` consult the
-  injector, and goes back to :class:`Connection` when no such fault aims at it any more.
-  Swapping the class rather than adding instance attributes leaves the instance dict as it
-  was, so a connection that had a fault runs exactly as fast as one that never had one.
+* forced 429/418 (:class:`RequestFault`): the stage answers the next requests with the error,
+  then hands over to the protocol again. For REST, ``HTTPServer.handle`` is swapped the same
+  way while a fault aims at all clients or at an IP (REST has no connection ids).
 * latency (:class:`LatencyFault`): replies wait in a bounded per-connection FIFO
   (:class:`_Delay`), each due at ``max(now + delay, previous due)`` so they stay in order;
   one ``loop.call_at`` timer per connection writes the due ones and re-arms itself for the
@@ -37,201 +35,71 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 from collections import deque
-from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from picows import WSFrame, WSMsgType
-
-from .. import weights
 from ..clock import Clock
-from ..errors import (
-    BANNED_MSG,
-    RATE_LIMITED_MSG,
-    BinanceError,
-    ErrorCode,
-    IPBannedError,
-    RateLimitError,
-)
-from ..protocol import Reply, Session
+from ..faults import MAX_FAULTS, Fault, LatencyFault, PingFault, RequestFault, Target
+from ..protocol import CloseConnection, Reply
 from ..ratelimit import RateLimiter
 from ..rest import RestApi, RestReply
-from .ws import Connection
+from ..wsconn import State
 
 if TYPE_CHECKING:
     import asyncio
 
     from .http import HTTPServer
-    from .ws import WSServer
+    from .ws import Connection, WSServer
+
+__all__ = ["MAX_DELAYED_REPLIES", "FaultInjector", "FaultStage"]
 
 log = logging.getLogger("tickerd.control")
 
-MAX_FAULTS = 100  # armed at once
 MAX_DELAYED_REPLIES = 10_000  # waiting replies per connection before it is cut off
 _EARLY_S = 0.0005  # a timer may fire this early (loop clock resolution): deliver anyway
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Who a fault or an action aims at: everyone, one IP, and/or one connection id."""
+class FaultStage:
+    """A connection's stage while a fault aims at it (see the module docstring)."""
 
-    ip: str | None = None
-    conn: int | None = None
+    __slots__ = ("conn", "delay", "injector", "no_pong", "requests")
 
-    def covers(self, conn: Connection) -> bool:
-        """Whether the WebSocket connection ``conn`` is aimed at."""
-        return (self.ip is None or conn.session.client == self.ip) and (
-            self.conn is None or conn.conn_id == self.conn
-        )
+    def __init__(self, conn: Connection, injector: FaultInjector) -> None:
+        self.conn = conn
+        self.injector = injector
+        self.requests = False  # a 429/418 fault aims here
+        self.no_pong = False  # client pings go unanswered
+        self.delay: _Delay | None = None  # replies wait
 
-    def covers_ip(self, ip: str) -> bool:
-        """Whether a REST request from ``ip`` is aimed at (never by a connection id)."""
-        return self.conn is None and (self.ip is None or self.ip == ip)
-
-    def to_state(self) -> dict[str, Any]:
-        """The target as the control plane's state shows it."""
-        return {"ip": self.ip, "conn": self.conn}
-
-
-class Fault:
-    """An armed fault: its id, what kind, and whom it aims at."""
-
-    kind = "fault"
-
-    def __init__(self, target: Target) -> None:
-        self.id = 0  # given when armed
-        self.target = target
-
-    def to_state(self) -> dict[str, Any]:
-        """The fault as the control plane's state shows it."""
-        return {"id": self.id, "kind": self.kind, "target": self.target.to_state()}
-
-
-class RequestFault(Fault):
-    """The next ``remaining`` requests are answered 429 or 418 (-1003) instead of served.
-
-    ``retry_after_ms`` (429) is how long from now ``retryAfter`` lies (default: the start of
-    the next rate-limit window, as a real 429); ``ban_ms`` (418) is the ban's length, shown
-    in the message's ``banned until`` and in ``retryAfter``. The limiter is not charged or
-    changed: the answers are pure fiction, and the client's real budget is untouched.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        count: int,
-        target: Target,
-        *,
-        retry_after_ms: int | None = None,
-        ban_ms: int = weights.BAN_STEPS_MS[0],
-    ) -> None:
-        if status not in (418, 429) or count < 1:
-            raise ValueError("a request fault is 418 or 429 for at least one request")
-        super().__init__(target)
-        self.kind = f"http{status}"
-        self.status = status
-        self.remaining = count
-        self.retry_after_ms = retry_after_ms
-        self.ban_ms = ban_ms
-
-    def error(self, ip: str, now_ms: int, limiter: RateLimiter) -> BinanceError:
-        """The error to answer a request from ``ip`` with, at ``now_ms``."""
-        used = limiter.used(ip, now_ms)
-        code = int(ErrorCode.TOO_MANY_REQUESTS)
-        if self.status == 418:
-            until = now_ms + self.ban_ms
-            msg = BANNED_MSG.format(ip=ip, until=until)
-            return IPBannedError(
-                418, code, msg, retry_after_ms=until, server_time_ms=now_ms, used_weight=used
-            )
-        if self.retry_after_ms is None:
-            window = limiter.window_ms
-            retry = now_ms - now_ms % window + window
-        else:
-            retry = now_ms + self.retry_after_ms
-        msg = RATE_LIMITED_MSG.format(ip=ip, limit=limiter.limit)
-        return RateLimitError(
-            429, code, msg, retry_after_ms=retry, server_time_ms=now_ms, used_weight=used
-        )
-
-    def to_state(self) -> dict[str, Any]:
-        state = super().to_state()
-        state["remaining"] = self.remaining
-        if self.status == 429:
-            state["retry_after_ms"] = self.retry_after_ms
-        else:
-            state["ban_ms"] = self.ban_ms
-        return state
-
-
-class LatencyFault(Fault):
-    """Replies wait ``ms`` milliseconds, or a seeded random ``min_ms``..``max_ms`` each."""
-
-    kind = "latency"
-
-    def __init__(
-        self,
-        target: Target,
-        *,
-        ms: int | None = None,
-        min_ms: int | None = None,
-        max_ms: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(target)
-        if ms is not None:
-            min_ms = max_ms = ms
-        if min_ms is None or max_ms is None or not 0 <= min_ms <= max_ms:
-            raise ValueError("latency needs ms, or 0 <= min_ms <= max_ms")
-        self.min_ms = min_ms
-        self.max_ms = max_ms
-        self.seed = seed
-        self.rng = random.Random(seed)
-
-    def next_delay_s(self) -> float:
-        """The delay of the next reply, in seconds (whole milliseconds)."""
-        if self.min_ms == self.max_ms:
-            return self.min_ms / 1000
-        return self.rng.randint(self.min_ms, self.max_ms) / 1000
-
-    def to_state(self) -> dict[str, Any]:
-        state = super().to_state()
-        state.update(min_ms=self.min_ms, max_ms=self.max_ms, seed=self.seed)
-        return state
-
-
-class PingFault(Fault):
-    """Client pings go unanswered (no pong); everything else is served as usual."""
-
-    kind = "no_pong"
-
-
-class FaultedConnection(Connection):
-    """A :class:`Connection` while a latency or no-pong fault aims at it (class swapped in
-    and out by :class:`FaultInjector`)."""
-
-    def queue(self, reply: Reply) -> None:
-        """Hold the reply in the connection's delay FIFO, if it has one."""
-        faults = self.server.faults
-        delay = faults.delays.get(self) if faults is not None else None
-        if delay is None:
-            Connection.queue(self, reply)
-        else:
-            delay.queue(reply)
-
-    def other_frame(self, frame: WSFrame) -> None:
-        """Drop clean client pings while a no-pong fault aims here; pass the rest on."""
-        faults = self.server.faults
-        if (
-            faults is not None
-            and self in faults.no_pong
-            and frame.msg_type == WSMsgType.PING
-            and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
-        ):
+    def text(self, payload: bytes, now_ms: int) -> None:
+        """Answer a text message: a forced 429/418 if one is due, else the protocol."""
+        conn = self.conn
+        try:
+            if self.requests:
+                reply = self.injector.answer(conn, payload, now_ms)
+            else:
+                reply = conn.conn.handler(payload, conn.session, now_ms)
+        except CloseConnection as exc:
+            conn.conn.close(exc.code, exc.reason)
             return
-        Connection.other_frame(self, frame)
+        self.send_reply(reply)
+
+    def ping(self, payload: bytes, now: float) -> None:
+        """Drop the ping under a no-pong fault; answer it as usual otherwise."""
+        if not self.no_pong:
+            self.conn.conn.ping(payload, now)
+
+    def send_reply(self, reply: Reply) -> None:
+        """Hold the reply in the delay FIFO under a latency fault; queue it otherwise."""
+        if self.delay is not None:
+            self.delay.queue(reply)
+        else:
+            self.conn.conn.send_reply(reply)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the stage does nothing any more (the connection can run alone)."""
+        return not (self.requests or self.no_pong or self.delay is not None)
 
 
 class _Delay:
@@ -248,7 +116,7 @@ class _Delay:
         self.timer: asyncio.TimerHandle | None = None
 
     def queue(self, reply: Reply) -> None:
-        """Stands in for :meth:`Connection.queue`: hold the reply until it is due."""
+        """Hold the reply until it is due."""
         conn = self.conn
         loop = conn.server.loop
         pending = self.pending
@@ -257,7 +125,7 @@ class _Delay:
             size += len(part)
         if (
             len(pending) >= MAX_DELAYED_REPLIES
-            or self.pending_bytes + size > conn.server.settings.max_send_buffer_bytes
+            or self.pending_bytes + size > conn.server.options.max_send_buffer_bytes
         ):
             log.warning("cutting off %s: too many delayed replies", conn.session.client)
             conn.server.slow_readers_cut += 1
@@ -278,7 +146,7 @@ class _Delay:
         """Write every reply that is due (in order), then wait for the next one."""
         self.timer = None
         conn = self.conn
-        if conn.ws is None or conn.close_sent_at:
+        if conn.ws is None or conn.conn.state is not State.OPEN:
             self.cancel()
         else:
             loop = conn.server.loop
@@ -287,7 +155,7 @@ class _Delay:
             while pending and pending[0][0] <= now:
                 _, reply, size = pending.popleft()
                 self.pending_bytes -= size
-                Connection.queue(conn, reply)
+                conn.conn.send_reply(reply)
             conn.flush()
             if pending:
                 self.timer = loop.call_at(pending[0][0], self.deliver)
@@ -315,8 +183,17 @@ class FaultInjector:
         self.http: HTTPServer | None = None
         self._ids = itertools.count(1)
         self._request: tuple[RequestFault, ...] = ()
-        self.delays: dict[Connection, _Delay] = {}  # connections whose replies wait
-        self.no_pong: set[Connection] = set()  # connections whose pings go unanswered
+        self.stages: dict[Connection, FaultStage] = {}  # connections a fault aims at
+
+    @property
+    def delays(self) -> dict[Connection, _Delay]:
+        """Connections whose replies wait, with their FIFO."""
+        return {c: s.delay for c, s in self.stages.items() if s.delay is not None}
+
+    @property
+    def no_pong(self) -> set[Connection]:
+        """Connections whose pings go unanswered."""
+        return {c for c, s in self.stages.items() if s.no_pong}
 
     def bind(self, ws: WSServer | None, http: HTTPServer | None) -> None:
         """Serve the connections of ``ws`` and the requests of ``http`` (either may be None)."""
@@ -355,19 +232,18 @@ class FaultInjector:
 
     def detach(self, conn: Connection) -> None:
         """Forget a connection that closed (the WebSocket server calls this)."""
-        delay = self.delays.pop(conn, None)
-        if delay is not None:
-            delay.cancel()
-        self.no_pong.discard(conn)
-        conn.handle = conn.server.protocol.handle
-        self._set_class(conn)
+        stage = self.stages.pop(conn, None)
+        if stage is not None and stage.delay is not None:
+            stage.delay.cancel()
+        conn.conn.use_stage(conn.conn)
 
     def release_delay(self, conn: Connection) -> None:
         """Stop delaying ``conn``'s replies once no latency aims at it and none waits."""
-        delay = self.delays.pop(conn, None)
-        if delay is not None:
-            delay.cancel()
-        self._set_class(conn)
+        stage = self.stages.get(conn)
+        if stage is not None and stage.delay is not None:
+            stage.delay.cancel()
+            stage.delay = None
+            self._settle(conn, stage)
 
     # -- immediate actions ----------------------------------------------------------------
 
@@ -378,7 +254,9 @@ class FaultInjector:
         found = [
             c
             for c in self.ws.connections
-            if c.ws is not None and not c.close_sent_at and target.covers(c)
+            if c.ws is not None
+            and c.conn.state is State.OPEN
+            and target.covers(c.session.client, c.conn_id)
         ]
         return sorted(found, key=lambda c: c.conn_id)
 
@@ -401,7 +279,7 @@ class FaultInjector:
         """Send a text frame (an event, not a reply: never delayed) to the aimed-at clients."""
         conns = self.connections(target)
         for conn in conns:
-            Connection.queue(conn, (payload,))
+            conn.conn.send_reply((payload,))
             conn.flush()
         return len(conns)
 
@@ -418,44 +296,44 @@ class FaultInjector:
             http.handle = self._rest if rest else http.api.handle
 
     def _rewire(self, conn: Connection) -> None:
-        faults = [f for f in self.faults.values() if f.target.covers(conn)]
-        if any(isinstance(f, RequestFault) for f in faults):
-            conn.handle = partial(self._handle, conn)
-        else:
-            conn.handle = conn.server.protocol.handle
+        ip, conn_id = conn.session.client, conn.conn_id
+        faults = [f for f in self.faults.values() if f.target.covers(ip, conn_id)]
+        stage = self.stages.get(conn)
+        if stage is None:
+            if not faults:
+                return
+            stage = self.stages[conn] = FaultStage(conn, self)
+        stage.requests = any(isinstance(f, RequestFault) for f in faults)
+        stage.no_pong = any(isinstance(f, PingFault) for f in faults)
         latency = [f for f in faults if isinstance(f, LatencyFault)]
-        delay = self.delays.get(conn)
+        delay = stage.delay
         if latency:
             if delay is None:
-                delay = self.delays[conn] = _Delay(conn, self)
+                delay = stage.delay = _Delay(conn, self)
             delay.latency = latency[-1]  # the latest armed wins
         elif delay is not None:
             delay.latency = None
             if not delay.pending:
-                self.delays.pop(conn)
                 delay.cancel()
-        if any(isinstance(f, PingFault) for f in faults):
-            self.no_pong.add(conn)
-        else:
-            self.no_pong.discard(conn)
-        self._set_class(conn)
+                stage.delay = None
+        self._settle(conn, stage)
 
-    def _set_class(self, conn: Connection) -> None:
-        """:class:`FaultedConnection` while replies wait or pings go unanswered, else back."""
-        faulted = conn in self.delays or conn in self.no_pong
-        kind = type(conn)
-        if faulted and kind is Connection:
-            conn.__class__ = FaultedConnection
-        elif not faulted and kind is FaultedConnection:
-            conn.__class__ = Connection
+    def _settle(self, conn: Connection, stage: FaultStage) -> None:
+        """Install ``stage`` while it has work, else give the connection back to itself."""
+        if stage.idle:
+            self.stages.pop(conn, None)
+            conn.conn.use_stage(conn.conn)
+        elif conn.conn.stage is not stage:
+            conn.conn.use_stage(stage)
 
     # -- stand-ins ------------------------------------------------------------------------
 
-    def _handle(self, conn: Connection, payload: bytes, session: Session, now_ms: int) -> Reply:
-        """Stands in for ``Protocol.handle`` while a 429/418 fault aims at ``conn``."""
+    def answer(self, conn: Connection, payload: bytes, now_ms: int) -> Reply:
+        """The reply to a request on ``conn`` while a 429/418 fault aims at it."""
         protocol = conn.server.protocol
+        session = conn.session
         for fault in self._request:
-            if fault.remaining > 0 and fault.target.covers(conn):
+            if fault.remaining > 0 and fault.target.covers(session.client, conn.conn_id):
                 error = fault.error(session.client, now_ms, self.limiter)
                 reply = protocol.refused(payload, session, error)
                 if reply is None:
@@ -470,8 +348,7 @@ class FaultInjector:
         for fault in self._request:
             if fault.remaining > 0 and fault.target.covers_ip(ip):
                 self._consume(fault)
-                # RestApi's own 429/418 reply: -1003 body, Retry-After in seconds.
-                return RestApi._limited(fault.error(ip, now_ms, self.limiter), now_ms)
+                return RestApi.limited_reply(fault.error(ip, now_ms, self.limiter), now_ms)
         return self.http.api.handle(method, path, query, ip, now_ms)
 
     def _consume(self, fault: RequestFault) -> None:

@@ -6,6 +6,8 @@ Every request, whatever its method and path, is one call of :meth:`RestApi.handl
 raw path, the raw query string, the peer's IP (the same rate-limit key the WebSocket server
 uses, so both surfaces share one budget) and the server clock's time; the reply's status,
 headers and body are written as they are. There is no router, middleware or access log.
+The one path not Binance's, ``/healthz``, answers the service's health check (no weight,
+no faults) with its status (200 or 503) and JSON document.
 
 Bounds: aiohttp refuses request lines and header fields over 8190 bytes; no request body is
 ever read (``client_max_size`` is 1 KiB should anything try); a body left unread closes the
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from .. import weights
 from ..clock import Clock
-from ..config import Settings
 from ..counters import RestCounters
 from ..rest import RestApi, RestReply
 from .aio import Site
@@ -31,15 +35,33 @@ from .ws import client_ip
 log = logging.getLogger("tickerd.server")
 
 CLIENT_MAX_SIZE = 1024
+HEALTH_PATH = "/healthz"
+
+
+@dataclass(frozen=True, slots=True)
+class RestOptions:
+    """Where the REST twins listen (port 0: any free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9001
 
 
 class HTTPServer:
-    """Serves :class:`RestApi` over HTTP/1.1 on ``settings.host:settings.rest_port``."""
+    """Serves :class:`RestApi` over HTTP/1.1 on ``options.host:options.port``; ``health``
+    answers ``/healthz`` (status and document; without it, the path is the API's)."""
 
-    def __init__(self, api: RestApi, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self,
+        api: RestApi,
+        clock: Clock,
+        options: RestOptions,
+        *,
+        health: Callable[[], tuple[int, dict[str, Any]]] | None = None,
+    ) -> None:
         self.api = api
         self.clock = clock
-        self.settings = settings
+        self.options = options
+        self.health = health
         # What answers a request: the API itself, or the control plane's fault wrapper
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
@@ -52,11 +74,11 @@ class HTTPServer:
         return self.site.port
 
     async def start(self) -> None:
-        """Listen on ``settings.host:settings.rest_port``."""
+        """Listen on ``options.host:options.port``."""
         await self.site.serve(
             self._handle,
-            self.settings.host,
-            self.settings.rest_port,
+            self.options.host,
+            self.options.port,
             max_body_bytes=CLIENT_MAX_SIZE,
             backlog=1024,
         )
@@ -67,14 +89,20 @@ class HTTPServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         url = request.rel_url
+        path = url.raw_path
+        if path == HEALTH_PATH and self.health is not None:
+            status, doc = self.health()
+            return web.Response(
+                status=status, body=orjson.dumps(doc), content_type="application/json"
+            )
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         reply = self.handle(
             request.method,
-            url.raw_path,
+            path,
             url.raw_query_string,
             client_ip(peer),
             self.clock.now_ms(),
         )
-        self.counters.count(url.raw_path, reply.status)  # ops
+        self.counters.count(path, reply.status)  # ops
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

@@ -1,28 +1,23 @@
-"""The WebSocket API server: picows underneath, the sans-I/O :class:`Protocol` on top.
+"""The WebSocket API server: picows underneath, :class:`~tickerd.wsconn.WSConnection` and
+the sans-I/O :class:`Protocol` on top.
 
 Theory of operation
 -------------------
 picows parses frames and calls :meth:`Connection.on_ws_frame` once per frame, flagging the
-last complete frame of each socket read with ``last_in_buffer``. Replies are not written
-one by one: their frames are collected and written once per read (small replies copied
-into one buffer, large cached bodies passed by reference to ``writelines``). Pipelining
-clients thereby cost ~one syscall per read instead of one per reply.
+last complete frame of each socket read with ``last_in_buffer``. A plain complete text frame
+goes straight to the connection's ``respond`` (the protocol, by default); every other frame
+goes to :meth:`WSConnection.receive_frame`, which owns the RFC 6455 rules picows leaves to
+us and Binance's connection lifecycle. Output is not written frame by frame: it is written
+once per read (small frames copied into one buffer, large cached bodies passed by reference
+to ``writelines``), then a close frame if one is due. Pipelining clients thereby cost ~one
+syscall per read instead of one per reply. One sweeper task runs every connection's timers
+(:meth:`WSConnection.tick`) rather than timers per connection, and a client whose unsent
+replies exceed ``max_send_buffer_bytes`` is cut off.
 
-picows does masking, the handshake and its timeout; this adapter does the rest of RFC 6455
-that a server owes: reassembly of fragmented messages under a size bound, 1002 for
-RSV bits, stray continuations and interleaved data frames or bad close codes, 1007 for
-invalid UTF-8, and 1009 (picows' frame bound, set to ours) for oversize frames. It also
-keeps Binance's connection lifecycle — a ping every ``ping_interval``, a close when a ping
-stays unanswered for ``pong_timeout``, a close at ``max_lifetime`` — with one sweeper task
-for all connections rather than timers per connection, and cuts off a client whose unsent
-replies exceed ``max_send_buffer_bytes``.
-
-Fault injection (the control plane, ``transport/faults.py``) costs nothing while no fault
-is armed: it never adds a check to the frame path. Arming a fault swaps what the targeted
-:class:`Connection` objects run — the value of ``handle`` (forced 429/418 answers), or
-their class for one whose ``queue`` and ``other_frame`` delay replies and drop pings — and
-clearing it swaps the originals back. The server only tells the injector about
-connections coming and going.
+Fault injection (``transport/faults.py``) replaces a connection's stage
+(:meth:`WSConnection.use_stage`) while a fault aims at it; the server only tells the
+injector about connections coming and going. picows itself is reached only through
+``picows_adapter.py``.
 """
 
 from __future__ import annotations
@@ -30,68 +25,76 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from picows import (
+
+from .. import weights
+from ..clock import Clock
+from ..counters import LATENCY_SAMPLE_MASK, ConnectionCounters
+from ..errors import BinanceError, ErrorCode, connect_limited
+from ..protocol import Protocol, Session
+from ..ratelimit import AttemptCounter
+from ..wsconn import End, Limits, State, WSConnection
+from .picows_adapter import (
     WSCloseCode,
     WSFrame,
     WSListener,
     WSMsgType,
     WSTransport,
     WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
+    accept_connection_token_list,
+    peer_of,
+    refusal,
+    response,
+    server_protocol,
 )
-from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
-
-from .. import weights
-from ..clock import Clock
-from ..config import Settings
-from ..counters import LATENCY_SAMPLE_MASK, ConnectionCounters
-from ..errors import BinanceError, ErrorCode
-from ..protocol import CloseConnection, Protocol, Reply, Session
-from ..ratelimit import AttemptCounter
-from .frames import text_header, valid_close_code
 
 if TYPE_CHECKING:
     from .faults import FaultInjector
 
 log = logging.getLogger("tickerd.server")
 
-
-class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """picows' logger: what a client causes (its protocol errors, connects, disconnects,
-    handshake timeouts, full send buffers) goes to DEBUG, so one misbehaving client cannot
-    flood the log; failures of tickerd's own callbacks keep their level."""
-
-    _CLIENT_CAUSED = (
-        "WS parser error",
-        "New connection accepted",
-        "Disconnected",
-        "Handshake timeout",
-        "Disconnect because HTTP request",
-        "Protocol writing",
-    )
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if isinstance(msg, str) and msg.startswith(self._CLIENT_CAUSED):
-            level = logging.DEBUG
-        super().log(level, msg, *args, **kwargs)
-
-
-# A LoggerAdapter also keeps picows from creating a child logger per connection.
-wire_log = _WireLog(logging.getLogger("tickerd.server.wire"))
-
 _TEXT = WSMsgType.TEXT
-_BIG = 16 * 1024  # replies at least this large are written by reference, not copied
-_CONTROL_FRAMES_PER_S = 5  # Binance: at most 5 ping/pong frames per second
+_CLOSE = WSMsgType.CLOSE
 # picows' initial read buffer per connection; it doubles when a read needs more. Requests
 # are small, so a small start keeps 10 000 idle connections cheap.
 _READ_BUFFER_BYTES = 4096
+WS_VERSION = "13"  # the only version RFC 6455 defines
+
+
+@dataclass(frozen=True, slots=True)
+class WSOptions:
+    """What the WebSocket API server needs to know (the wiring builds it from settings)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9000
+    path: str = "/ws-fapi/v1"
+    max_connections: int = 20_000
+    max_message_bytes: int = 64 * 1024
+    max_send_buffer_bytes: int = 4 * 1024 * 1024
+    ping_interval: float = 180.0
+    pong_timeout: float = 600.0
+    max_lifetime: float = 86_400.0
+    handshake_timeout: float = 5.0
+    close_timeout: float = 5.0
+    connect_limit: int = weights.CONNECT_LIMIT
+    ssl: ssl.SSLContext | None = None  # serve wss:// with this context
+
+    def limits(self) -> Limits:
+        """The per-connection bounds and timers."""
+        return Limits(
+            self.max_message_bytes,
+            self.ping_interval,
+            self.pong_timeout,
+            self.max_lifetime,
+            self.close_timeout,
+        )
 
 
 def client_ip(peer: Any) -> str:
@@ -101,60 +104,69 @@ def client_ip(peer: Any) -> str:
 
 
 class Connection(WSListener):
-    """One WebSocket API connection: frames in, coalesced reply frames out."""
+    """One WebSocket API connection: picows' callbacks in, coalesced writes out."""
 
     def __init__(self, server: WSServer, session: Session) -> None:
         super().__init__()
         self.server = server
         self.session = session
         self.conn_id = next(server.ids)  # shown by the control plane, which can aim at it
-        self.handle = server.protocol.handle
         self.now_ms = server.clock.now_ms
         self.ws: WSTransport | None = None
-        self.out = bytearray()
-        self.parts: list[bytes] = []
-        self.fragments: list[bytes] | None = None
-        self.fragments_size = 0
-        self.fragment_type = _TEXT
-        self.opened = 0.0
-        self.last_ping = 0.0
-        self.unanswered_since = 0.0  # when the oldest ping still without a pong was sent
-        self.close_sent_at = 0.0
+        self.conn = WSConnection(
+            server.protocol.handle,
+            session,
+            server.limits,
+            server.loop.time(),
+            binary_reply=server.binary_reply,
+        )
         self.batch_now = 0  # the clock, read at the first frame of a socket read
         self.read_ns = 0  # ops: when the first request frame of a timed read was seen
-        self.control_window = 0
-        self.control_count = 0
+
+    @property
+    def opened(self) -> float:
+        """When the connection opened (loop clock)."""
+        return self.conn.opened
+
+    @property
+    def close_sent_at(self) -> float:
+        """Non-zero once a close frame is queued or sent (loop clock, when known)."""
+        c = self.conn
+        return 0.0 if c.state is State.OPEN else c.closing_since if c.closing_since > 0 else 1.0
 
     # -- picows callbacks -----------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.ws = transport
-        self.opened = self.last_ping = self.server.loop.time()
+        self.conn.opened = self.conn.last_ping = self.server.loop.time()
         self.server.add(self)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.conn.lost()
         self.server.discard(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if transport.is_close_frame_sent:  # by us (close()) or by picows itself
-            if frame.msg_type == WSMsgType.CLOSE:
+        if transport.is_close_frame_sent:  # by us, or by picows itself (a malformed frame)
+            if frame.msg_type is _CLOSE:
                 transport.disconnect()
             return
+        c = self.conn
         if (
             frame.msg_type is _TEXT
             and frame.fin
-            and self.fragments is None
+            and c.plain
             and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
         ):
-            now = self.batch_now or self.read_time()
-            try:
-                reply = self.handle(frame.get_payload_as_bytes(), self.session, now)
-            except CloseConnection as exc:
-                self.close(exc.code, exc.reason)
-                return
-            self.queue(reply)
+            c.respond(frame.get_payload_as_bytes(), self.batch_now or self.read_time())
         else:
-            self.other_frame(frame)
+            c.receive_frame(
+                frame.msg_type.value,
+                frame.fin,
+                frame.rsv1 << 2 | frame.rsv2 << 1 | frame.rsv3,
+                frame.get_payload_as_bytes(),
+                self.server.loop.time(),
+                self.batch_now or self.read_time(),
+            )
         if frame.last_in_buffer:
             self.batch_now = 0
             self.flush()
@@ -169,185 +181,86 @@ class Connection(WSListener):
             self.read_ns = perf_counter_ns()
         return now
 
-    # -- replies --------------------------------------------------------------------------
-
-    def queue(self, reply: Reply) -> None:
-        """Add a reply frame to what the next :meth:`flush` writes."""
-        if len(reply) == 1 and len(reply[0]) < _BIG:  # the common case: one small piece
-            body = reply[0]
-            out = self.out
-            out += text_header(len(body))
-            out += body
-            return
-        size = 0
-        for part in reply:
-            size += len(part)
-        out = self.out
-        out += text_header(size)
-        for part in reply:
-            if len(part) < _BIG:
-                out += part
-            else:  # a large cached body goes out by reference, between the small pieces
-                self.parts.append(bytes(out))
-                out.clear()
-                self.parts.append(part)
+    # -- output ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write every queued frame at once; cut the client off if it stopped reading."""
+        """Write what the connection queued at once; cut the client off if it stopped
+        reading; end the TCP connection when the connection says so."""
         ws = self.ws
         if ws is None:
             return
+        c = self.conn
         if ws.is_close_frame_sent:
             # picows closed the connection itself (a malformed frame after this batch):
             # nothing may follow a close frame.
-            self.out.clear()
-            self.parts.clear()
+            c.discard_output()
+            if not c.plain:
+                self._end(ws, c)
             return
         transport = ws.underlying_transport
-        if self.parts:
-            if self.out:
-                self.parts.append(bytes(self.out))
-                self.out.clear()
-            transport.writelines(self.parts)
-            self.parts = []
-        elif self.out:
-            transport.write(self.out)
-            self.out = bytearray()
-        else:
+        if c.parts:
+            parts = c.parts
+            if c.out:
+                parts.append(bytes(c.out))
+                c.out.clear()
+            transport.writelines(parts)
+            c.parts = []
+        elif c.out:
+            transport.write(c.out)
+            c.out = bytearray()
+        elif c.plain:
             return
-        if transport.get_write_buffer_size() > self.server.settings.max_send_buffer_bytes:
+        if not c.plain:  # closing, or inside a fragmented message
+            if c.close_frame is not None:
+                code, reason = c.close_frame
+                c.close_frame = None
+                ws.send_close(WSCloseCode(code), reason)
+            self._end(ws, c)
+        if transport.get_write_buffer_size() > self.server.options.max_send_buffer_bytes:
             log.warning("cutting off %s: it is not reading its replies", self.session.client)
             self.server.slow_readers_cut += 1
             ws.disconnect(graceful=False)
 
-    # -- everything but the plain text frame ------------------------------------------------
-
-    def other_frame(self, frame: WSFrame) -> None:
-        """Control frames, fragments, binary frames and protocol violations."""
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            return self.close(1002, "RSV bits set without a negotiated extension")
-        kind = frame.msg_type
-        if kind == WSMsgType.PONG and self.unanswered_since:
-            # Any pong while our ping is outstanding answers it: some clients answer with
-            # an empty payload.
-            self.unanswered_since = 0.0
-        elif kind == WSMsgType.PING or kind == WSMsgType.PONG:
-            # Client pings and unsolicited pongs (allowed, but proof of nothing) count
-            # against Binance's 5 ping/pong frames per second.
-            if not self.control_allowed():
-                return self.close(1008, "too many ping/pong frames")
-            if kind == WSMsgType.PING:
-                self.flush()
-                self.ws.send_pong(frame.get_payload_as_bytes())  # type: ignore[union-attr]
-        elif kind == WSMsgType.CLOSE:
-            self.peer_closed(frame)
-        elif kind == WSMsgType.CONTINUATION:
-            if self.fragments is None:
-                return self.close(1002, "continuation frame without a message to continue")
-            self.add_fragment(frame)
-        elif self.fragments is not None:
-            return self.close(1002, "new data frame inside a fragmented message")
-        elif frame.fin:
-            self.dispatch(kind, frame.get_payload_as_bytes())
-        else:
-            self.fragments = []
-            self.fragments_size = 0
-            self.fragment_type = kind
-            self.add_fragment(frame)
-
-    def add_fragment(self, frame: WSFrame) -> None:
-        assert self.fragments is not None
-        self.fragments_size += frame.payload_size
-        if self.fragments_size > self.server.settings.max_message_bytes:
-            return self.close(1009, "message too big")
-        self.fragments.append(frame.get_payload_as_bytes())
-        if frame.fin:
-            payload = b"".join(self.fragments)
-            self.fragments = None
-            self.dispatch(self.fragment_type, payload)
-
-    def dispatch(self, kind: WSMsgType, payload: bytes) -> None:
-        if kind != _TEXT:
-            self.queue(self.server.protocol.binary_frame())
-            return
-        try:
-            self.queue(self.handle(payload, self.session, self.batch_now or self.read_time()))
-        except CloseConnection as exc:
-            self.close(exc.code, exc.reason)
-
-    def control_allowed(self) -> bool:
-        """Whether this ping/pong frame is within Binance's 5 per second."""
-        second = int(self.server.loop.time())
-        if second != self.control_window:
-            self.control_window = second
-            self.control_count = 0
-        self.control_count += 1
-        return self.control_count <= _CONTROL_FRAMES_PER_S
-
-    def peer_closed(self, frame: WSFrame) -> None:
-        ws = self.ws
-        assert ws is not None
-        self.flush()
-        if frame.payload_size == 0:
-            ws.send_close(WSCloseCode.OK)
-        else:
-            code: int = frame.get_close_code().value
-            if valid_close_code(code):
-                ws.send_close(WSCloseCode(code))
-            else:
-                ws.send_close(WSCloseCode.PROTOCOL_ERROR, b"invalid close code")
-        ws.disconnect()
-
-    # -- lifecycle ------------------------------------------------------------------------
+    @staticmethod
+    def _end(ws: WSTransport, c: WSConnection) -> None:
+        end = c.end
+        if end is not End.NONE:
+            c.end = End.NONE
+            ws.disconnect(graceful=end is End.CLOSE)
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what is queued; the sweeper drops a peer that stays."""
-        ws = self.ws
-        if ws is None or self.close_sent_at:
+        if self.ws is None:
             return
+        self.conn.close(code, reason, self.server.loop.time())
         self.flush()
-        self.fragments = None
-        ws.send_close(WSCloseCode(code), reason.encode())
-        self.close_sent_at = self.server.loop.time()
 
-    def sweep(self, now: float) -> None:
-        """Ping, pong timeout, lifetime and close timeout, checked by the server's sweeper."""
-        ws = self.ws
-        if ws is None:
-            return
-        s = self.server.settings
-        if self.close_sent_at:
-            if now - self.close_sent_at >= s.close_timeout:
-                ws.disconnect(graceful=False)
-        elif now - self.opened >= s.max_lifetime:
-            self.close(1001)
-        elif self.unanswered_since and now - self.unanswered_since >= s.pong_timeout:
-            log.info("closing %s: no pong in %.0f s", self.session.client, s.pong_timeout)
-            self.close(1008, "pong timeout")
-        elif now - self.last_ping >= s.ping_interval:
+    def sweep(self, now: float, now_ms: int) -> None:
+        """Run the connection's timers (the server's sweeper calls this)."""
+        if self.ws is not None:
+            self.conn.tick(now, now_ms)
             self.flush()
-            ws.send_ping(b"%d" % self.now_ms())
-            self.last_ping = now
-            self.unanswered_since = self.unanswered_since or now
 
 
 class WSServer:
-    """Serves :class:`Protocol` over WebSocket at ``settings.path`` (and ``/healthz``)."""
+    """Serves :class:`Protocol` over WebSocket at ``options.path`` (and ``/healthz``)."""
 
     def __init__(
         self,
         protocol: Protocol,
         clock: Clock,
-        settings: Settings,
+        options: WSOptions,
         *,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[], tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
         self.protocol = protocol
         self.clock = clock
-        self.settings = settings
-        self.health = health or (lambda: {"status": "ok"})
+        self.options = options
+        self.limits = options.limits()
+        self.binary_reply = protocol.binary_frame()
+        self.health = health or (lambda: (200, {"status": "ok"}))
         self.connections: set[Connection] = set()
-        self.attempts = AttemptCounter(settings.connect_limit, weights.CONNECT_WINDOW_MS)
+        self.attempts = AttemptCounter(options.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
         self.counters = ConnectionCounters()  # ops: read at scrape time
         self.ids = itertools.count(1)
@@ -363,10 +276,10 @@ class WSServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        """Listen on ``settings.host:settings.port``."""
-        s = self.settings
+        """Listen on ``options.host:options.port`` (TLS when ``options.ssl`` is set)."""
+        o = self.options
         self._server = await self.loop.create_server(
-            self._make_protocol, s.host, s.port, backlog=4096, reuse_address=True
+            self._make_protocol, o.host, o.port, backlog=4096, reuse_address=True, ssl=o.ssl
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tickerd-ws-sweeper")
 
@@ -376,7 +289,7 @@ class WSServer:
             self._server.close()
         for conn in list(self.connections):
             conn.close(code)
-        deadline = self.loop.time() + min(self.settings.close_timeout, 2.0)
+        deadline = self.loop.time() + min(self.options.close_timeout, 2.0)
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
@@ -404,79 +317,78 @@ class WSServer:
     # -- handshake ------------------------------------------------------------------------
 
     def _make_protocol(self) -> Any:
-        s = self.settings
         proto: Any = None
 
         def route(request: WSUpgradeRequest) -> Any:
-            transport = proto.transport.underlying_transport
-            return self._route(request, client_ip(transport.get_extra_info("peername")))
+            return self.route(request, client_ip(peer_of(proto)))
 
-        proto = WSProtocol(
-            None, None, False, route, wire_log, True, s.handshake_timeout,
-            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,
-            False,  # pings are answered by Connection, which must see every frame
-            s.max_message_bytes, None, _READ_BUFFER_BYTES,
-        )  # fmt: skip
+        proto = server_protocol(
+            route,
+            handshake_timeout=self.options.handshake_timeout,
+            max_frame_size=self.options.max_message_bytes,
+            read_buffer_bytes=_READ_BUFFER_BYTES,
+        )
         return proto
 
-    def _route(self, request: WSUpgradeRequest, ip: str) -> Any:
+    def route(self, request: WSUpgradeRequest, ip: str) -> Any:
+        """Answer an upgrade request from ``ip``: a :class:`Connection` or a refusal.
+
+        Checked in order: ``Host`` (exactly one, RFC 7230 §5.4: else 400), the path
+        (``/healthz``, else 404), ``Sec-WebSocket-Version`` (13, else 426 naming it, RFC
+        6455 §4.4), then the limits (503 open connections, 429 attempts, 429/418 weight).
+        """
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) != 1 or not hosts[0].strip():
+            return refusal(400, b"exactly one Host header is required", None, "text/plain")
         path, _, query = request.path.decode("latin-1").partition("?")
         if path == "/healthz":
-            body = orjson.dumps(self.health())
-            ok = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
-            return WSUpgradeResponseWithListener(ok, None)
-        if path != self.settings.path:
+            status, doc = self.health()
+            body = orjson.dumps(doc)
+            return response(body) if status == 200 else refusal(status, body)
+        if path != self.options.path:
             return None  # 404
-        _accept_connection_token_list(request)
+        if request.headers.getall("Sec-WebSocket-Version", []) != [WS_VERSION]:
+            return refusal(
+                426,
+                b"Sec-WebSocket-Version must be 13",
+                {"Sec-WebSocket-Version": WS_VERSION, "Upgrade": "websocket"},
+                "text/plain",
+            )
+        accept_connection_token_list(request)
         now = self.clock.now_ms()
-        if len(self.connections) >= self.settings.max_connections:
+        if len(self.connections) >= self.options.max_connections:
             self.counters.refused["max_connections"] += 1  # ops
-            return _refuse(503, BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
+            return _refuse(BinanceError.of(ErrorCode.SERVER_BUSY, status=503), now)
         if not self.attempts.allow(ip, now):
             self.counters.refused["connect_limit"] += 1  # ops
-            return _refuse(
-                429,
-                {
-                    "code": -1003,
-                    "msg": f"Too many connection attempts from "
-                    f"IP({ip}); limit is {self.settings.connect_limit} per 5 minutes.",
-                },
-            )
+            limit = self.options.connect_limit
+            return _refuse(connect_limited(ip, limit, self.attempts.retry_after_ms(now), now), now)
         try:
             self.protocol.limiter.charge(ip, weights.WS_HANDSHAKE_WEIGHT, now)
         except BinanceError as err:
             self.counters.refused["banned" if err.status == 418 else "rate_limited"] += 1  # ops
-            retry_s = max(1, -(-((err.retry_after_ms or now) - now) // 1000))
-            return _refuse(err.status, {"code": err.code, "msg": err.msg}, retry_s)
+            return _refuse(err, now)
         return Connection(self, Session.from_query(ip, dict(parse_qsl(query))))
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        s = self.settings
-        shortest = min(s.ping_interval, s.pong_timeout, s.max_lifetime, s.close_timeout)
+        o = self.options
+        shortest = min(o.ping_interval, o.pong_timeout, o.max_lifetime, o.close_timeout)
         period = min(1.0, max(0.01, shortest / 4))
         while True:
             await asyncio.sleep(period)
             now = self.loop.time()
+            now_ms = self.clock.now_ms()
             for conn in list(self.connections):
-                conn.sweep(now)
+                conn.sweep(now, now_ms)
 
 
-def _accept_connection_token_list(request: WSUpgradeRequest) -> None:
-    """Let ``Connection: keep-alive, Upgrade`` (Firefox) through picows' exact-match check.
-
-    The header is a comma-separated token list (RFC 7230 §6.1); picows 2.3 compares the
-    whole value with "upgrade".
-    """
-    value = request.headers.get("Connection", "")
-    if "," in value and "upgrade" in (t.strip().lower() for t in value.split(",")):
-        request.headers["Connection"] = "Upgrade"
-
-
-def _refuse(status: int, body: dict[str, Any], retry_after_s: int | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if retry_after_s is not None:
-        headers["Retry-After"] = str(retry_after_s)
-    response = WSUpgradeResponse.create_error_response(status, orjson.dumps(body), headers)
-    return WSUpgradeResponseWithListener(response, None)
+def _refuse(err: BinanceError, now_ms: int) -> Any:
+    """A handshake refused with ``err``: its status, ``{code, msg}`` and, for 429/418,
+    ``Retry-After`` in whole seconds."""
+    body = orjson.dumps({"code": err.code, "msg": err.msg})
+    headers = None
+    if err.retry_after_ms is not None:
+        headers = {"Retry-After": str(err.retry_after_s(now_ms))}
+    return refusal(err.status, body, headers)

@@ -111,7 +111,7 @@ function render(s) {
   $("rps").textContent = s.requests_per_s.toLocaleString("en-US");
   $("requests").textContent = s.requests_total.toLocaleString("en-US");
   $("connections").textContent = s.connections.open.toLocaleString("en-US");
-  $("connections-max").textContent = "of " + s.connections.max.toLocaleString("en-US") + " allowed";
+  $("connections-max").textContent = s.connections.max === null ? "" : "of " + s.connections.max.toLocaleString("en-US") + " allowed";
   $("bans-count").textContent = s.bans_total;
   $("faults-count").textContent = s.faults_total;
   $("symbols").textContent = s.symbols;

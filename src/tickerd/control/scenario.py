@@ -15,7 +15,7 @@ A scenario is a JSON object::
       ]
     }
 
-``op`` is any operation of :data:`tickerd.control.OPS` but ``scenario.stop``; ``args``
+``op`` is any operation of :data:`tickerd.control.ops.OPS` but ``scenario.stop``; ``args``
 are that operation's arguments, checked when the file is loaded, so a bad file is refused
 before the server starts, with a message naming the step (1-based) and its operation.
 
@@ -29,20 +29,32 @@ request that started the run returns.
 Determinism: ``seed`` (default 0) seeds one ``random.Random`` per run; a random latency step
 without its own ``seed`` draws one from it, in step order, so the same file gives the same
 delays, and with a frozen clock, the same bytes.
+
+One scenario runs at a time: starting another while one runs is refused (409) unless the
+caller asks to replace it (``"replace": true`` on ``POST /control/scenario``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .control import ControlError, validate_args
+from .errors import ControlError
+from .ops import Result, validate_args
+
+log = logging.getLogger("tickerd.control")
 
 MAX_STEPS = 10_000
 MAX_FILE_BYTES = 1024 * 1024
 MAX_AT_MS = 7 * 86_400_000  # a week of timeline
+MAX_ERRORS_KEPT = 20  # failed steps listed in a run's state
 _KEYS = frozenset({"name", "seed", "steps", "description"})
 _STEP_KEYS = frozenset({"at_ms", "op", "args", "note"})
 _NOT_IN_SCENARIOS = frozenset({"scenario.stop"})
@@ -141,3 +153,112 @@ def load_scenario(path: str | Path) -> Scenario:
     except ValueError as exc:
         raise ScenarioError(f"scenario {path}: not valid JSON: {exc}") from None
     return parse_scenario(doc, str(path))
+
+
+# -- running ----------------------------------------------------------------------------------
+
+Apply = Callable[[str, dict[str, Any]], Result]
+
+
+@dataclass
+class _Run:
+    scenario: Scenario
+    rng: random.Random
+    done: int = 0
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS_KEPT))
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "name": self.scenario.name,
+            "seed": self.scenario.seed,
+            "steps": len(self.scenario.steps),
+            "done": self.done,
+            "finished": self.done == len(self.scenario.steps),
+            "errors": list(self.errors),
+        }
+
+
+class ScenarioRunner:
+    """Runs one scenario at a time through ``apply`` (a control plane's entry point).
+
+    A step that fails is logged and listed in the run's ``errors``; the run goes on.
+    Must be used on the event loop thread that runs the timed steps.
+    """
+
+    def __init__(self, apply: Apply) -> None:
+        self._apply = apply
+        self._run: _Run | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a run still has timed steps to go."""
+        return self._run is not None and self._run.running
+
+    def start(self, scenario: Scenario, *, replace: bool = False) -> Result:
+        """Run ``scenario``: its 0 ms steps now, the rest timed on the loop's monotonic
+        clock from now. Raises :class:`ControlError` 409 while another run is going,
+        unless ``replace`` (which stops that run first)."""
+        if self.running:
+            assert self._run is not None
+            if not replace:
+                raise ControlError(
+                    f"scenario {self._run.scenario.name!r} is running "
+                    f"({self._run.done} of {len(self._run.scenario.steps)} steps done): "
+                    'stop it first (scenario.stop) or ask to replace it ("replace": true)',
+                    409,
+                )
+            self.stop()
+        run = _Run(scenario, random.Random(scenario.seed))
+        self._run = run
+        steps = scenario.steps
+        while run.done < len(steps) and steps[run.done].at_ms == 0:
+            self._step(run, steps[run.done])
+        if run.done < len(steps):
+            run.task = asyncio.get_running_loop().create_task(
+                self._timed(run), name="tickerd-scenario"
+            )
+        log.info("scenario %r started: %d steps", scenario.name, len(steps))
+        return run.to_state()
+
+    def stop(self) -> Result:
+        """Stop the running scenario (steps already applied stay applied)."""
+        run = self._run
+        if run is not None and run.task is not None and not run.task.done():
+            if run.task is not asyncio.current_task():
+                run.task.cancel()
+            return {"stopped": True}
+        return {"stopped": False}
+
+    def state(self) -> Result | None:
+        """The last run's progress (None before the first run)."""
+        return self._run.to_state() if self._run is not None else None
+
+    async def _timed(self, run: _Run) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        steps = run.scenario.steps
+        while run.done < len(steps):
+            step = steps[run.done]
+            delay = start + step.at_ms / 1000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._step(run, step)
+        log.info("scenario %r finished", run.scenario.name)
+
+    def _step(self, run: _Run, step: Step) -> None:
+        args = dict(step.args)
+        # Randomness a step leaves open comes from the scenario's seed, in step order.
+        if step.op == "fault.latency" and "ms" not in args and "seed" not in args:
+            args["seed"] = run.rng.randrange(2**32)
+        try:
+            self._apply(step.op, args)
+        except ControlError as exc:
+            msg = f"step {step.index} ({step.op}): {exc.msg}"
+            log.warning("scenario %r: %s", run.scenario.name, msg)
+            run.errors.append(msg)
+        run.done += 1
