@@ -111,7 +111,7 @@ def test_protocol_counts_every_outcome_and_the_200s_are_the_rest():
     }
     # Charged: 1 + 2 + 1 + 1 + 1 + 1, 1 + 1 (the 429s), 1 (the one earning the ban); then
     # nothing while banned.
-    assert limiter.weight_spent == 10
+    assert limiter.weight_charged() == 10
 
 
 def limiter_error(limiter: RateLimiter, s: Session, status: int) -> object:
@@ -157,3 +157,23 @@ def test_families_render_summed_figures_the_same_way():
     assert isinstance(hist, HistogramMetricFamily)
     buckets = {s.labels["le"]: s.value for s in hist.samples if s.name.endswith("_bucket")}
     assert buckets == {"1e-06": 7.0, "2e-06": 7.0, "+Inf": 9.0}
+
+
+def test_weight_charged_survives_window_ends_sweeps_and_resets():
+    from tickerd.errors import IPBannedError
+
+    lim = RateLimiter(100, window_ms=1000, max_clients=2)
+    lim.charge("a", 3, 0)
+    lim.charge("b", 4, 0)
+    lim.charge("a", 5, 1000)  # a's first window ends: its 3 are kept
+    assert lim.weight_charged() == 12
+    lim.charge("c", 1, 2500)  # the table is full: a and b, idle, are swept out
+    assert lim.usage(2500)[0].key == "c" and len(lim.usage(2500)) == 1
+    assert lim.weight_charged() == 13
+    lim.reset("c")
+    lim.reset()
+    assert lim.weight_charged() == 13
+    lim.ban("d", 3000)
+    with pytest.raises(IPBannedError):
+        lim.charge("d", 7, 3000)  # banned: costs nothing
+    assert lim.weight_charged() == 13

@@ -62,7 +62,7 @@ def figures(service: Service, tracker: FeedTracker) -> dict[str, Any]:
     store = service.store
     return {
         "requests": requests,
-        "weight": service.limiter.weight_spent,
+        "weight": service.limiter.weight_charged(),
         "bans_active": sum(1 for u in usage if u.banned_until is not None),
         "clients_tracked": len(usage),
         "connections_open": len(ws.connections) if ws is not None else 0,
