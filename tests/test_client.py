@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import socket
 import threading
@@ -36,7 +37,7 @@ from tickerd import (
     RequestTimeout,
     SyncClient,
 )
-from tickerd.client import _Link
+from tickerd.client.link import Link
 from tickerd.testing import TickerdServer
 from tickerd.weights import BAN_GRACE_REQUESTS
 
@@ -245,13 +246,13 @@ class FakeSleep:
 
 def count_sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     sent: list[bytes] = []
-    original = _Link.send
+    original = Link.send
 
-    def spy(self: _Link, payload: bytes) -> None:
+    def spy(self: Link, payload: bytes) -> None:
         sent.append(payload)
         original(self, payload)
 
-    monkeypatch.setattr(_Link, "send", spy)
+    monkeypatch.setattr(Link, "send", spy)
     return sent
 
 
@@ -263,8 +264,11 @@ def limited_server() -> Iterator[TickerdServer]:
 
 
 def test_retry_after_is_waited_out_on_the_manual_clock(
-    limited_server: TickerdServer, monkeypatch: pytest.MonkeyPatch
+    limited_server: TickerdServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="tickerd.client")
     srv = limited_server
     sleep = FakeSleep(srv)
     sent = count_sends(monkeypatch)
@@ -285,6 +289,12 @@ def test_retry_after_is_waited_out_on_the_manual_clock(
     assert after.symbol == "BTCUSDT"
     assert used == 1  # a fresh window
     assert len(sent) == 7  # nothing was sent while blocked
+    # The wait is logged with its end in UTC and epoch ms: the next minute of the server.
+    waits = [m for m in caplog.messages if m.startswith("waiting ")]
+    assert waits == [
+        "waiting 40000 ms for the rate limit, until 2023-11-14T22:14:00.000Z (1700000040000): "
+        + error.msg
+    ]
 
 
 def test_retry_after_beyond_max_wait_raises_without_sending(
@@ -657,3 +667,20 @@ def test_a_server_that_never_finishes_the_handshake_is_bounded() -> None:
         listener.close()
     assert elapsed < 3
     assert "2 attempts" in str(error)
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/x", "ws://[::1/x", "http://127.0.0.1/x"])
+def test_a_url_that_cannot_work_fails_at_once_without_retrying(url: str) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def attempt() -> None:
+        async with Client(url, sleep=sleep, connect_attempts=5):
+            pass
+
+    with pytest.raises(ConnectionLost) as info:
+        run(attempt())
+    assert repr(url) in str(info.value)
+    assert sleeps == []  # no backoff: retrying cannot mend a URL

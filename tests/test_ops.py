@@ -421,11 +421,10 @@ def run_serve(*flags: str) -> subprocess.CompletedProcess[str]:
 
 def test_bad_log_format_and_level_stop_with_one_line():
     done = run_serve("--log-format", "xml")
-    assert done.returncode == 1
-    assert done.stderr == "tickerd: --log-format must be one of text, json, not 'xml'\n"
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--log-format" in done.stderr and "text, json" in done.stderr
     done = run_serve("--log-level", "LOUD")
-    assert done.returncode == 1
-    assert done.stderr.startswith("tickerd: --log-level must be one of DEBUG")
+    assert done.returncode == 2 and "--log-level" in done.stderr
 
 
 def test_taken_ops_port_stops_the_server_with_a_clear_message():

@@ -307,11 +307,44 @@ def test_params_not_an_object(proto: Protocol, params: bytes) -> None:
         b'{"id":NaN}',
         b'{"id":1e400}',
         b"[" * 2000,
-        b'{"id":"\\ud800"}',  # a lone surrogate escape
+        b'{"id":"\\ud800"',  # a lone surrogate escape in a frame that is not JSON anyway
+        b'{"id":1,"method":"ticker.price","params":{"\\ud800":NaN}}',
+        b'{"id":1,"method":"ticker.price","params":{"\\ud800":1e400}}',
+        b'{"\\ud800":' * 2000,
+        # Beyond the range of a double: orjson's limit on numbers, kept by the fallback.
+        b'{"id":1,"method":"ticker.price","params":{"\\ud800":1%s}}' % (b"0" * 400),
     ],
 )
 def test_not_json(proto: Protocol, frame: bytes) -> None:
     assert reply(proto, frame) == INVALID_JSON_REPLY
+
+
+def test_lone_surrogate_escapes_are_json_and_get_answered(proto: Protocol) -> None:
+    # RFC 8259 §8.2: a lone surrogate escape is still JSON; Binance parses such a request
+    # and answers it, ignoring the unknown param (orjson refuses it: a fallback reads it).
+    frame = b'{"id":1,"method":"ticker.price","params":{"symbol":"BTCUSDT","\\ud800":1}}'
+    assert reply(proto, frame) == ok(b"1", BTC, 1)
+    frame = b'{"id":"a","method":"ticker.price","params":{"\\uDFFF":"\\ud800x"}}'
+    assert reply(proto, frame) == ok(b'"a"', b"[" + BTC + b"," + ETH + b"]", 3)
+    # In the id, the symbol or the method it is simply the wrong value.
+    assert reply(proto, b'{"id":"\\ud800"}') == INVALID_ID_REPLY
+    frame = b'{"id":2,"method":"ticker.price","params":{"symbol":"BTC\\ud800"}}'
+    assert reply(proto, frame) == err(b"2", 400, -1121, "Invalid symbol.", 4)
+    frame = b'{"id":3,"method":"ticker.price\\udc00"}'
+    assert reply(proto, frame) == err(b"3", 400, -1000, "Unknown method.", 5)
+    # A pair that makes one character is ordinary JSON, read by orjson.
+    frame = b'{"id":4,"method":"ticker.price","params":{"symbol":"BTCUSDT","\\ud83d\\ude00":1}}'
+    assert reply(proto, frame) == ok(b"4", BTC, 6)
+
+
+def test_lone_surrogate_request_refused_by_a_forced_fault_echoes_its_id(proto: Protocol) -> None:
+    from tickerd.errors import BinanceError
+
+    error = BinanceError(429, -1003, "Too many requests.", used_weight=3)
+    frame = b'{"id":7,"method":"ticker.price","params":{"\\ud800":1}}'
+    refused = proto.refused(frame, Session(IP), error)
+    assert refused is not None and b"".join(refused).startswith(b'{"id":7,"status":429,')
+    assert proto.refused(b'{"id":7,"\\ud800":NaN}', Session(IP), error) is None
 
 
 @pytest.mark.parametrize(
@@ -377,7 +410,19 @@ def test_method_version_prefix_accepted(proto: Protocol, method: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "method", [b'"v1/ticker.book"', b'"v/ticker.price"', b'"x1/ticker.price"', b'"v1/"', b'"v1"']
+    "method",
+    [
+        b'"v1/ticker.book"',
+        b'"v/ticker.price"',
+        b'"x1/ticker.price"',
+        b'"v1/"',
+        b'"v1"',
+        # Only ASCII digits make a version: not Arabic-Indic, superscript or fullwidth ones.
+        '"v\u0661/ticker.price"'.encode(),
+        '"v\u00b2/ticker.price"'.encode(),
+        '"v\uff11/ticker.price"'.encode(),
+        b'"v\\u0661/ticker.price"',
+    ],
 )
 def test_method_version_prefix_does_not_make_unknown_methods_known(
     proto: Protocol, method: bytes
@@ -812,7 +857,11 @@ def test_property_requests(
     try:
         parsed = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        parsed = None  # e.g. a lone surrogate escape: not JSON
+        # A lone surrogate escape is JSON all the same: the standard parser reads it.
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = None
     for _ in range(repeat):  # repeats run into 429 and 418 with this tiny limit
         text = check_reply(proto, payload, session, NOW)
         if text is None:

@@ -501,3 +501,90 @@ def test_three_feeds_without_overlap() -> None:
     mirror, push, synthetic = build_feeds(settings, uni, None).feeds  # type: ignore[arg-type]
     assert mirror.symbols == {"BTCUSDT"} and push.symbols == {"ETHUSDT"}  # type: ignore[attr-defined]
     assert not synthetic.symbols & {"BTCUSDT", "ETHUSDT"}  # type: ignore[attr-defined]
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+LONE_SURROGATE = b'{"ticks":[{"symbol":"\\ud800","price":"1.0","time":1700000000000}]}'
+
+
+def test_lone_surrogate_symbol_is_refused_by_name_over_http_and_websocket() -> None:
+    async def scenario(feed: PushFeed, book: PriceBook, session: aiohttp.ClientSession) -> None:
+        status, body = await post(session, feed, LONE_SURROGATE)
+        assert status == 422, body
+        assert body["rejected"] == [
+            {"index": 0, "symbol": "\\ud800", "code": "unknown_symbol", "reason": "unknown symbol"}
+        ]
+        async with session.ws_connect(feed.url + "/ingest/ws", headers=AUTH) as ws:
+            await ws.send_str(LONE_SURROGATE.decode())
+            reply = json.loads(await ws.receive_str())
+            assert reply["status"] == 422 and reply["rejected"][0]["symbol"] == "\\ud800"
+            await ws.send_str(json.dumps({"id": "\ud800", "ticks": [tick()]}))
+            reply = json.loads(await ws.receive_str())
+            assert reply["status"] == 400 and "id" not in reply
+            # The socket is still usable and closes with a proper close handshake.
+            await ws.send_str(json.dumps({"id": "ok", "ticks": [tick()]}))
+            assert json.loads(await ws.receive_str())["status"] == 200
+            await ws.close()
+            assert ws.close_code == 1000
+        assert len(book) == 1
+
+    with_push(scenario)
+
+
+@pytest.mark.parametrize(
+    "batch_id", [10**400, 2**63, -(2**63) - 1, 1.5, [1], {"a": 1}, True, "x" * 65, "tab\there"]
+)
+def test_websocket_batch_with_an_id_that_cannot_be_echoed_is_400_and_not_applied(
+    batch_id: Any,
+) -> None:
+    async def scenario(feed: PushFeed, book: PriceBook, session: aiohttp.ClientSession) -> None:
+        async with session.ws_connect(feed.url + "/ingest/ws", headers=AUTH) as ws:
+            await ws.send_str(json.dumps({"id": batch_id, "ticks": [tick()]}))
+            reply = json.loads(await ws.receive_str())
+            assert reply["status"] == 400 and "id" not in reply, reply
+            assert '"id" must be a string' in reply["error"]
+            assert len(book) == 0  # refused before anything was applied
+            for good in (2**63 - 1, -(2**63), "x" * 64, None):
+                await ws.send_str(json.dumps({"id": good, "ticks": []}))
+                reply = json.loads(await ws.receive_str())
+                assert reply["status"] == 200 and reply.get("id") == good
+            await ws.close()
+            assert ws.close_code == 1000
+
+    with_push(scenario)
+
+
+def test_pushed_times_follow_the_future_skew_rule() -> None:
+    from tickerd.clock import ManualClock
+
+    clock = ManualClock(T0)
+
+    async def scenario(feed: PushFeed, book: PriceBook, session: aiohttp.ClientSession) -> None:
+        for time_ms in (T0 + 10_001, 2**62, 2**63 - 1):
+            status, body = await post(session, feed, {"ticks": [tick(time_ms=time_ms)]})
+            assert status == 422 and body["rejected"][0]["code"] == "bad_time", body
+            assert "ahead of the service clock" in body["rejected"][0]["reason"]
+        assert len(book) == 0
+        status, body = await post(session, feed, {"ticks": [tick(time_ms=T0 + 10_000)]})
+        assert status == 200, body
+        clock.advance(60_000)
+        assert (await post(session, feed, {"ticks": [tick(time_ms=T0 + 20_000)]}))[0] == 200
+
+    with_push(scenario, clock=clock)
+
+
+def test_a_defect_while_answering_closes_the_websocket_with_1011(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario(feed: PushFeed, book: PriceBook, session: aiohttp.ClientSession) -> None:
+        def broken(text: str, book: PriceBook) -> str:
+            raise RuntimeError("a defect")
+
+        monkeypatch.setattr(feed, "_answer", broken)
+        async with session.ws_connect(feed.url + "/ingest/ws", headers=AUTH) as ws:
+            await ws.send_str(json.dumps({"ticks": []}))
+            msg = await ws.receive()
+            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1011
+
+    with_push(scenario)

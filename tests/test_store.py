@@ -103,10 +103,10 @@ def test_writes_run_on_the_store_thread_and_never_block_the_loop(tmp_path: Path)
         threads: list[str] = []
         write = store._write
 
-        def slow_write(ticks: list[Tick]) -> None:
+        def slow_write(ticks: list[Tick]) -> list[tuple[Tick, str]]:
             threads.append(threading.current_thread().name)
             time.sleep(0.3)  # a slow disk
-            write(ticks)
+            return write(ticks)
 
         store._write = slow_write  # type: ignore[method-assign]
         b = book()
@@ -169,10 +169,10 @@ def test_failed_write_is_retried_and_newer_ticks_win(tmp_path: Path, caplog: Any
         write = store._write
         failures = [sqlite3.OperationalError("disk I/O error")]
 
-        def flaky(ticks: list[Tick]) -> None:
+        def flaky(ticks: list[Tick]) -> list[tuple[Tick, str]]:
             if failures:
                 raise failures.pop()
-            write(ticks)
+            return write(ticks)
 
         store._write = flaky  # type: ignore[method-assign]
         b = book()
@@ -390,3 +390,173 @@ def test_sigterm_during_a_fast_stream_keeps_the_newest(server: Any, tmp_path: Pa
         assert stored[symbol][1] >= served_time, symbol  # nothing older than what was served
     again = server("--tick-rate", "0", "--store", str(path))
     assert all_prices(again) == stored
+
+
+# -- failures that must not stop persistence ---------------------------------------------
+
+
+def test_flush_loop_survives_any_exception_and_unstorable_ticks(
+    tmp_path: Path, caplog: Any
+) -> None:
+    path = tmp_path / "p.db"
+
+    async def scenario() -> PriceStore:
+        store = PriceStore(path, flush_interval=0.02)
+        await store.open()
+        write = store._write
+        failures = [RuntimeError("a defect in a write")]
+
+        def flaky(ticks: list[Tick]) -> list[tuple[Tick, str]]:
+            if failures:
+                raise failures.pop()
+            return write(ticks)
+
+        store._write = flaky  # type: ignore[method-assign]
+        b = book()
+        store.attach(b)
+        # A time past int64 that bypassed make_tick: SQLite cannot hold it.
+        b.apply([Tick("BTCUSDT", "1.00", 2**64), tick(b, "ETHUSDT", "10.00", 1)])
+        deadline = time.monotonic() + 10
+        while store.written < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        b.update(tick(b, "XRPUSDT", "0.5000", 2))
+        while store.written < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert store._task is not None and not store._task.done()
+        await store.close()
+        return store
+
+    with caplog.at_level(logging.WARNING, logger="tickerd.store"):
+        store = asyncio.run(scenario())
+    assert rows(path) == {"ETHUSDT": ("10.00", 1), "XRPUSDT": ("0.5000", 2)}
+    assert store.dropped == 1 and store.pending == 0
+    assert "write failed, retrying" in caplog.text and "a defect in a write" in caplog.text
+    assert "writes resumed after 1 failed" in caplog.text
+    assert "cannot store Tick(symbol='BTCUSDT'" in caplog.text and "dropped" in caplog.text
+
+
+def test_restore_refuses_times_past_int64_or_ahead_of_the_clock(
+    tmp_path: Path, caplog: Any
+) -> None:
+    path = tmp_path / "p.db"
+    now = 1_700_000_000_000
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE last_tick (symbol TEXT PRIMARY KEY NOT NULL, price TEXT NOT NULL,"
+            " time_ms INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        conn.executemany(
+            "INSERT INTO last_tick VALUES (?, ?, ?)",
+            [
+                ("BTCUSDT", "42283.40", 2**62),
+                ("ETHUSDT", "2282.45", 2**63 - 1),
+                ("SOLUSDT", "150.5000", now + 10_001),
+                ("XRPUSDT", "0.5000", -5),
+                ("BNBUSDT", "300.000", now + 10_000),
+                ("DOGEUSDT", "0.100000", now - 1),
+            ],
+        )
+
+    async def scenario() -> PriceBook:
+        store = PriceStore(path)
+        await store.open()
+        b = book()
+        with caplog.at_level(logging.INFO, logger="tickerd.store"):
+            assert await store.restore(b, now) == 2
+        await store.close()
+        return b
+
+    b = asyncio.run(scenario())
+    assert [t.symbol for t in b.ticks()] == ["BNBUSDT", "DOGEUSDT"]
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        assert f"skipping '{symbol}': time " in caplog.text
+        assert "ahead of the service clock" in caplog.text
+    assert "skipping 'XRPUSDT': time -5 is not a non-negative integer" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        ["CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"],
+        [
+            (
+                "CREATE TABLE last_tick (symbol TEXT PRIMARY KEY NOT NULL, price TEXT NOT NULL,"
+                " time_ms INTEGER NOT NULL) WITHOUT ROWID"
+            ),
+            "CREATE TABLE orders (id INTEGER)",
+        ],
+        ["CREATE TABLE last_tick (symbol TEXT, price REAL, time_ms INTEGER)"],
+        ["CREATE VIEW v AS SELECT 1"],
+    ],
+    ids=["foreign-table", "ours-and-foreign", "ours-reshaped", "a-view"],
+)
+def test_another_applications_database_is_refused_untouched(
+    tmp_path: Path, schema: list[str]
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        for statement in schema:
+            conn.execute(statement)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="give --store a file of its own"):
+        asyncio.run(PriceStore(path).open())
+    assert path.read_bytes() == before  # not a table, not a pragma added
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+
+
+def test_cli_refuses_another_applications_database_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1",
+         "--store", str(path)],
+        check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"tickerd: store {path} is another application's database (it holds table users); "
+        "give --store a file of its own"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_failed_commit_is_rolled_back_and_writes_resume_then_sigterm_exits_0(
+    server: Any, tmp_path: Path
+) -> None:
+    """A disk that fills up (RLIMIT_FSIZE on the server process: writes past it fail with
+    EFBIG, which SQLite reports at COMMIT, when the write-ahead log grows) and frees up."""
+    import resource
+
+    from tickerd.control import ControlClient
+
+    path = tmp_path / "prices.db"
+    srv = server(
+        "--tick-rate", "0", "--store", str(path), "--store-flush-interval", "0.05",
+        "--control-port", "0", "--control-token", "t0ken",
+    )  # fmt: skip
+    control = ControlClient(srv.control_url, "t0ken")
+    wal = Path(str(path) + "-wal")
+    deadline = time.monotonic() + 10
+    while not (wal.exists() and wal.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    size = wal.stat().st_size
+    unlimited = resource.prlimit(srv.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, (size, unlimited[1]))
+    try:
+        control.call("price.set", symbol="BTCUSDT", price="12345.60", time_ms=1_700_000_000_000)
+        srv.wait_log("write failed, retrying", timeout=10)
+    finally:
+        resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, unlimited)
+    srv.wait_log("writes resumed after", timeout=10)
+    control.call("price.set", symbol="ETHUSDT", price="3150.25", time_ms=1_700_000_000_001)
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit() == 0, srv.log()
+    assert "Traceback" not in srv.log()
+    stored = rows(path)
+    assert stored["BTCUSDT"] == ("12345.60", 1_700_000_000_000)
+    assert stored["ETHUSDT"] == ("3150.25", 1_700_000_000_001)

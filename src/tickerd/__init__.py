@@ -5,6 +5,7 @@ Serves the Binance USDⓈ-M Futures WebSocket API method ``ticker.price``
 from a local price book.
 """
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .book import PriceBook, TickRejected
@@ -22,14 +23,20 @@ from .errors import (
     ServerError,
     TickerdError,
 )
-from .models import SymbolInfo, Tick
+from .models import PriceTicker, SymbolInfo, Tick
 from .protocol import Protocol, Session
 from .ratelimit import RateLimiter
 from .rest import RestApi, RestReply
 from .symbols import SymbolUniverse
 
 if TYPE_CHECKING:
-    from .client import Client, PriceTicker, SyncClient
+    from .client import Client, SyncClient
+
+try:
+    #: The installed distribution's version (``pip show tickerd``).
+    __version__ = metadata.version("tickerd")
+except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BinanceError",
@@ -61,11 +68,12 @@ __all__ = [
     "Tick",
     "TickRejected",
     "TickerdError",
+    "__version__",
 ]
 
 # The client (picows, asyncio) loads on first use, so ``import tickerd`` stays cheap for the
 # pytest plugin (tickerd.testing), which every pytest run of an environment with tickerd loads.
-_LAZY = {"Client", "PriceTicker", "SyncClient"}
+_LAZY = {"Client", "SyncClient"}
 
 
 def __getattr__(name: str) -> Any:

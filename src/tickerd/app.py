@@ -22,6 +22,7 @@ from .control.runtime import Control
 from .control.scenario import load_scenario
 from .feeds import Feed, FeedRegistry, FeedState, build_feeds
 from .health import FeedHealth, assess
+from .limit_log import LimitLog
 from .ops import OpsOptions, OpsSurface
 from .protocol import Protocol
 from .ratelimit import RateLimiter
@@ -32,6 +33,7 @@ from .transport.aio import netloc
 from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.ws import WSOptions, WSServer
+from .validation import check_settings
 
 log = logging.getLogger("tickerd.server")
 
@@ -50,6 +52,7 @@ class Service:
         universe: SymbolUniverse | None = None,
         feeds: list[Feed] | None = None,
     ) -> None:
+        check_settings(settings)  # the rules of the flags, for Settings built in Python
         self.settings = settings
         # Refused before anything is built: a control port without a token.
         if settings.control_port >= 0 and not settings.control_token:
@@ -66,7 +69,7 @@ class Service:
             )
         self.universe = universe
         self.book = PriceBook(universe)
-        self.limiter = RateLimiter(settings.weight_limit)
+        self.limiter = RateLimiter(settings.weight_limit, listener=LimitLog())
         self.protocol = Protocol(self.book, self.limiter)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
         self.rest = RestApi(self.book, self.limiter, universe)
@@ -176,7 +179,7 @@ class Service:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
-            restored = await self.store.restore(self.book)
+            restored = await self.store.restore(self.book, self.clock.now_ms())
             self.store.attach(self.book)
             summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not

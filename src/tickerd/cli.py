@@ -4,49 +4,78 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import gc
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from .config import ENV_PREFIX, Settings
+from . import __version__
+from .config import GROUPS, Settings, default_text, env_of, flag_of, setting_rules, shown
 from .errors import TickerdError
+from .loop import run
+from .validation import Resolved, SettingError, resolve
+
+SERVE_EXAMPLES = """\
+examples:
+  tickerd serve
+      synthetic prices on ws://127.0.0.1:9000/ws-fapi/v1 and http://127.0.0.1:9001
+  tickerd serve --feed replay --replay-path ~/binance/um/daily/trades --replay-speed 60
+      Binance's own trades, replayed 60 times faster than they happened
+  TICKERD_CONTROL_TOKEN=s3cret tickerd serve --control-port 9004 --store prices.db
+      fault injection on 127.0.0.1:9004; last prices kept across restarts
+
+Every flag is also a variable: --weight-limit 100 is TICKERD_WEIGHT_LIMIT=100 (a flag
+wins over its variable). A bad value stops tickerd with one line and exit status 2.
+"""
+_METAVARS = {
+    "float": "N", "int": "N", "choice": "LEVEL", "list": "NAMES", "symbols": "SYMBOLS",
+    "host": "HOST", "path": "PATH", "url": "URL", "file": "FILE", "paths": "PATHS",
+    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT",
+}  # fmt: skip
+_UNIT_METAVARS = {"s": "SECONDS", "bytes": "BYTES", "ticks/s": "RATE"}
 
 
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
+def _metavar(name: str, rules: Mapping[str, Any]) -> str:
+    if name == "port" or name.endswith("_port"):
+        return "PORT"
+    return str(_UNIT_METAVARS.get(rules.get("units", ""), _METAVARS[rules["kind"]]))
 
 
-def _add_settings(parser: argparse.ArgumentParser, env: dict[str, str]) -> None:
-    defaults = Settings()
-    for f in dataclasses.fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
-        env_name = ENV_PREFIX + f.name.upper()
-        default = getattr(defaults, f.name)
-        kind = type(default) if default is not None else str
-        raw = env.get(env_name)
-        if raw is not None:
-            try:
-                default = kind(raw)
-            except ValueError:
-                parser.error(f"{env_name}={raw!r} is not a valid {kind.__name__}")
-        parser.add_argument(
-            flag,
-            dest=f.name,
-            type=kind,
-            default=default,
-            metavar=f.name.upper(),
-            help=f"{f.metadata.get('help', '')} (env {env_name}; default {default})",
+def flag_help(name: str, rules: Mapping[str, Any]) -> str:
+    """The ``--help`` line of a setting: what, allowed values, units, default, variable."""
+    text = str(rules["help"])
+    if rules.get("choices") and rules["kind"] in ("choice", "list"):
+        text += f" ({', '.join(rules['choices'])})"
+    special = rules.get("special")
+    if special:
+        text += "; " + ", ".join(f"{shown(v)}: {m}" for v, m in special.items())
+    text += f" [default: {default_text(name)}; env {env_of(name)}]"
+    return text.replace("%", "%%")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    rules = setting_rules()
+    groups = {
+        key: parser.add_argument_group(f"{title} flags")
+        for key, title in GROUPS.items()
+        if any(r["group"] == key for r in rules.values())
+    }
+    for name, rule in rules.items():
+        groups[rule["group"]].add_argument(
+            flag_of(name),
+            dest=name,
+            default=None,  # not given: the variable, else the default (see settings_from)
+            metavar=_metavar(name, rule),
+            help=flag_help(name, rule),
         )
+
+
+def _one_line_error(prog: str, exit: Callable[[int, str], NoReturn]) -> Callable[[str], NoReturn]:
+    def error(message: str) -> NoReturn:
+        exit(2, f"{prog}: {message} (see {prog} --help)\n")
+
+    return error
 
 
 def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
@@ -55,32 +84,54 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickerd", description="A self-hosted, Binance-compatible price service."
     )
+    parser.add_argument("--version", action="version", version=f"tickerd {__version__}")
+    parser.error = _one_line_error(parser.prog, parser.exit)  # type: ignore[method-assign,assignment]
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the WebSocket API and REST servers")
-    _add_settings(serve, env)
+    serve = sub.add_parser(
+        "serve",
+        help="run the WebSocket API and REST servers",
+        description="Serve Binance USD-M Futures prices: the WebSocket API, its REST twins, "
+        "and on request a push ingest, a control plane and a store.",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="tickerd serve [--FLAG VALUE ...]",
+    )
+    _add_settings(serve)
     from .terminal import add_commands
 
     add_commands(sub, env)  # price, watch
+    for command in sub.choices.values():
+        command.error = _one_line_error(command.prog, command.exit)  # type: ignore[method-assign,assignment]
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The :class:`Settings` named by parsed arguments."""
-    return Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The :class:`Settings` named by parsed ``serve`` arguments and TICKERD_* variables
+    (``env``, os.environ by default); raises :class:`~tickerd.validation.SettingError`."""
+    return resolve_args(args, env).settings
+
+
+def resolve_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Resolved:
+    """Like :func:`settings_from`, with the warnings about ignored variables."""
+    flags = {name: getattr(args, name, None) for name in setting_rules()}
+    return resolve(flags, os.environ if env is None else env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tickerd`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        settings = settings_from(args)
+        try:
+            resolved = resolve_args(args)
+        except SettingError as exc:
+            print(f"tickerd serve: {exc}", file=sys.stderr)
+            return 2
+        for warning in resolved.warnings:
+            print(f"tickerd serve: warning: {warning}", file=sys.stderr)
+        settings = resolved.settings
         from .ops.logs import configure_logging
 
-        try:
-            configure_logging(settings.log_level, settings.log_format)
-        except ValueError as exc:
-            print(f"tickerd: {exc}", file=sys.stderr)
-            return 1
+        configure_logging(settings.log_level, settings.log_format)  # ops: text or json
         from .app import Service
 
         try:
@@ -88,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Everything built at start-up lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise walk it every few thousand
             # requests.
-            _run(service.serve_forever(on_ready=gc.freeze))
+            run(service.serve_forever(on_ready=gc.freeze))
         except (TickerdError, OSError) as exc:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1

@@ -74,9 +74,7 @@ BANNED_MSG = (
 )
 
 # Binance publishes no futures text for this; see docs/DECISIONS.md.
-CONNECT_LIMITED_MSG = (
-    "Too many connection attempts from IP({ip}); limit is {limit} per 5 minutes."
-)
+CONNECT_LIMITED_MSG = "Too many connection attempts from IP({ip}); limit is {limit} per 5 minutes."
 
 # Envelope-level failures of the WebSocket API (BINANCE.md §1, observed live).
 INVALID_JSON_MSG = "Invalid JSON request."

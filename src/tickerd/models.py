@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
+
+from .errors import ProtocolError
 
 
 class Tick(NamedTuple):
@@ -37,3 +40,43 @@ class SymbolInfo:
     def trading(self) -> bool:
         """Whether the contract trades, and so has a price to serve."""
         return self.status == TRADING
+
+
+_PRICE_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTicker:
+    """One ``ticker.price`` result: the last trade price of ``symbol`` and its time.
+
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/websocket-api/Symbol-Price-Ticker
+
+    ``price`` is exact: parsed from the JSON string Binance sends, never through a float.
+    """
+
+    symbol: str
+    price: Decimal
+    time_ms: int
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> PriceTicker:
+        """Parse ``{"symbol": str, "price": str, "time": int}``; :class:`ProtocolError` if not."""
+        if type(obj) is not dict:
+            raise ProtocolError(f"ticker.price result is not an object: {obj!r:.200}")
+        symbol, price, time_ms = obj.get("symbol"), obj.get("price"), obj.get("time")
+        if type(symbol) is not str or not symbol:
+            raise ProtocolError(f"ticker.price symbol is not a string: {symbol!r:.100}")
+        if type(price) is not str:
+            raise ProtocolError(
+                f"ticker.price price of {symbol} is not a JSON string: {price!r:.100}"
+                " (Binance sends prices as strings; a JSON number may have lost digits)"
+            )
+        if not _PRICE_RE.fullmatch(price):
+            raise ProtocolError(f"ticker.price price of {symbol} is not a decimal: {price!r:.100}")
+        try:
+            value = Decimal(price)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+            raise ProtocolError(f"ticker.price price of {symbol} is not a decimal") from None
+        if type(time_ms) is not int or time_ms < 0:
+            raise ProtocolError(f"ticker.price time of {symbol} is not an integer: {time_ms!r}")
+        return cls(symbol, value, time_ms)

@@ -12,6 +12,7 @@ Nothing here touches a socket, a clock or asyncio.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from .ratelimit import RateLimiter
 Reply = tuple[bytes, ...]
 
 _ID_RE = re.compile(r"[a-zA-Z0-9\-_]{1,36}")
+# A \uD800-\uDFFF escape: JSON whose strings may hold a lone surrogate, which orjson refuses.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TRUE = (True, "true")
 _FALSE = (False, "false")
@@ -82,6 +85,47 @@ def id_json(rid: Any) -> bytes | None:
     return None
 
 
+def parse_fallback(payload: bytes) -> Any:
+    """The request in a frame orjson refused, or ``_ABSENT`` when it is not JSON.
+
+    Raises :class:`CloseConnection` (1007) on invalid UTF-8. orjson refuses JSON whose
+    strings hold a lone surrogate escape (``"\\ud800"``), which is still JSON (RFC 8259
+    §8.2) and which Binance parses and answers; such frames are read by the standard
+    parser with orjson's other rules kept: no NaN or Infinity, no number that is infinite
+    as a double (RFC 8259 §9 lets a parser limit numbers), no nesting beyond the
+    recursion limit.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CloseConnection(1007, "invalid UTF-8 in text message") from None
+    if _SURROGATE_ESCAPE.search(payload) is None:
+        return _ABSENT
+    try:
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_finite_int
+        )
+    except (ValueError, OverflowError, RecursionError):
+        return _ABSENT
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is infinite as a double")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    value = int(text)
+    float(value)  # OverflowError (a ValueError's sibling) past the double range: refused
+    return value
+
+
 class Protocol:
     """Answers WebSocket API requests from a :class:`PriceBook` under a :class:`RateLimiter`."""
 
@@ -114,11 +158,9 @@ class Protocol:
         try:
             request = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            try:
-                payload.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CloseConnection(1007, "invalid UTF-8 in text message") from None
-            return self.envelope_error(None, INVALID_JSON_MSG)
+            request = parse_fallback(payload)
+            if request is _ABSENT:
+                return self.envelope_error(None, INVALID_JSON_MSG)
         if type(request) is not dict:
             return self.envelope_error(None, INVALID_JSON_MSG)
         rid = id_json(request.get("id", _ABSENT))
@@ -134,7 +176,8 @@ class Protocol:
         if handler is None:
             # Binance accepts an explicit version prefix, e.g. "v1/ticker.price".
             version, _, name = method.partition("/")
-            if name and version[:1] == "v" and version[1:].isdigit():
+            digits = version[1:]
+            if name and version[:1] == "v" and digits.isascii() and digits.isdigit():
                 handler = self._methods.get(name)
             if handler is None:
                 self.counters.unknown += 1  # ops
@@ -151,7 +194,10 @@ class Protocol:
         try:
             request = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return None
+            try:
+                request = parse_fallback(payload)
+            except CloseConnection:
+                return None
         if type(request) is not dict or "id" not in request:
             return None
         rid = id_json(request["id"])

@@ -17,7 +17,10 @@ of the window, this request included, is what the reply's ``rateLimits[].count``
 * while banned every request gets the 418 answer and costs nothing.
 
 The limiter is pure: callers pass ``now_ms``; nothing here reads a clock or does I/O. The
-WebSocket API and the REST surface share one instance, so one budget covers both.
+WebSocket API and the REST surface share one instance, so one budget covers both. What an
+operator may want to hear of — a client's first 429 in a window, a ban, the end of a ban
+(seen when the client next comes back) — goes to an optional ``listener`` as a
+:class:`LimitEvent`; what to do with it (``limit_log.py`` logs it) is the caller's.
 Memory is bounded: once the table holds ``max_clients`` keys, a new key first sweeps out
 every client with nothing to remember, then (if still full) a batch of the least worth
 keeping, banned clients last.
@@ -25,6 +28,7 @@ keeping, banned clients last.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import weights
@@ -55,6 +59,25 @@ class ClientUsage:
     bans: int
 
 
+#: :attr:`LimitEvent.kind` values.
+REFUSED, BANNED, UNBANNED = "refused", "banned", "unbanned"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    """A change in how one client is served: its first 429 of a window (``refused``,
+    ``until_ms`` the window's end), a ban (``banned``, until ``until_ms``; ``bans`` counts
+    them in a row) or a ban's end (``unbanned``, ``until_ms`` when it ended)."""
+
+    kind: str
+    key: str
+    now_ms: int
+    until_ms: int
+    used: int
+    limit: int
+    bans: int
+
+
 class RateLimiter:
     """Request-weight windows per client key (see the module docstring)."""
 
@@ -67,6 +90,7 @@ class RateLimiter:
         ban_grace: int = weights.BAN_GRACE_REQUESTS,
         ban_memory_ms: int = weights.BAN_MEMORY_MS,
         max_clients: int = 100_000,
+        listener: Callable[[LimitEvent], None] | None = None,
     ) -> None:
         if limit < 1 or window_ms < 1 or not ban_steps_ms or ban_grace < 0 or max_clients < 1:
             raise ValueError("invalid rate limiter settings")
@@ -77,6 +101,7 @@ class RateLimiter:
         self.ban_memory_ms = ban_memory_ms
         self.max_clients = max_clients
         self.weight_spent = 0  # ops: weight of windows ended or forgotten; see weight_charged
+        self.listener = listener
         self._clients: dict[str, ClientWindow] = {}
 
     def charge(self, key: str, weight: int, now_ms: int) -> int:
@@ -94,8 +119,11 @@ class RateLimiter:
             c.window_start = window_start
             c.used = 0
             c.refused = 0
-        if c.ban_until > now_ms:
-            raise self._banned(key, c, now_ms)
+        if c.ban_until:
+            if c.ban_until > now_ms:
+                raise self._banned(key, c, now_ms)
+            self._tell(UNBANNED, key, c, now_ms)
+            c.ban_until = 0
         used = c.used + weight
         c.used = used
         if used <= self.limit:
@@ -103,7 +131,10 @@ class RateLimiter:
         c.refused += 1
         if c.refused > self.ban_grace + 1:
             self._ban(c, now_ms)
+            self._tell(BANNED, key, c, now_ms)
             raise self._banned(key, c, now_ms)
+        if c.refused == 1:
+            self._tell(REFUSED, key, c, now_ms, window_start + self.window_ms)
         raise rate_limited(key, self.limit, window_start + self.window_ms, now_ms, used)
 
     def used(self, key: str, now_ms: int) -> int:
@@ -117,6 +148,7 @@ class RateLimiter:
         """Ban ``key`` now (next escalation step, or ``duration_ms``); returns the ban's end."""
         c = self._clients.get(key) or self._new_client(key, now_ms)
         self._ban(c, now_ms, duration_ms)
+        self._tell(BANNED, key, c, now_ms)
         return c.ban_until
 
     def reset(self, key: str | None = None) -> None:
@@ -154,6 +186,13 @@ class RateLimiter:
         c.bans += 1
         c.ban_until = now_ms + duration_ms
         c.last_ban_end = c.ban_until
+
+    def _tell(
+        self, kind: str, key: str, c: ClientWindow, now_ms: int, until_ms: int | None = None
+    ) -> None:
+        if self.listener is not None:
+            until = c.ban_until if until_ms is None else until_ms
+            self.listener(LimitEvent(kind, key, now_ms, until, c.used, self.limit, c.bans))
 
     def _banned(self, key: str, c: ClientWindow, now_ms: int) -> IPBannedError:
         return banned(key, c.ban_until, now_ms, c.used)

@@ -8,15 +8,23 @@ Theory of operation
 * Every ``flush_interval`` seconds a flush swaps that dict for an empty one and writes its
   ticks in one transaction on the store's own thread (a single-worker executor, so writes
   never overlap and the event loop never waits on the disk). A write that fails is logged
-  and its ticks go back into the dict (unless newer ones arrived) for the next flush.
+  and its ticks go back into the dict (unless newer ones arrived) for the next flush; a
+  tick SQLite cannot hold (a time past int64) is written around and dropped with a log
+  line, so one bad tick never blocks the others. The flush loop outlives any exception:
+  persistence resumes as soon as the disk does.
+* Every transaction ends: a failed statement *or* a failed ``COMMIT`` (disk full at the
+  write-ahead log) is rolled back, so the next flush starts afresh.
 * SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed flush survives the
   process being killed (SIGKILL loses at most the ticks since the last flush, i.e. up to
   one interval); a power cut may lose the last transactions but never corrupts the file.
 * Prices are stored as the exact decimal TEXT the book serves (never REAL), times as
   INTEGER milliseconds.
-* Start: :meth:`restore` puts the stored ticks back into the book before the server opens
-  its port; rows for symbols the universe no longer has, or whose price no longer fits the
-  symbol's tick grid, are skipped with a log line. Stop: :meth:`close` flushes one last
+* Start: :meth:`open` refuses a file that holds tables other than tickerd's (another
+  application's database) or a ``last_tick`` table of another shape. :meth:`restore` puts
+  the stored ticks back into the book before the server opens its port; rows for symbols
+  the universe no longer has, whose price no longer fits the symbol's tick grid or whose
+  time :func:`~tickerd.ticktime.tick_time_problem` refuses (beyond int64, or ahead of the
+  service clock by more than the skew) are skipped with a log line. Stop: :meth:`close` flushes one last
   time, so a clean shutdown (SIGTERM) loses nothing.
 
 All SQLite calls run on the store's thread; the connection never changes threads.
@@ -42,8 +50,13 @@ from .models import Tick
 log = logging.getLogger("tickerd.store")
 
 SCHEMA_VERSION = 1
+TABLE = "last_tick"
+COLUMNS = (("symbol", "TEXT"), ("price", "TEXT"), ("time_ms", "INTEGER"))
 MAX_ROWS = 100_000  # rows read back at most (a universe has hundreds of symbols)
 MAX_SKIP_LOGS = 20  # skipped rows logged one by one at start; the rest are counted
+FAILURE_LOG_EVERY = 60  # while writes keep failing, one log line per this many flushes
+# Errors of one row's values (not of the file): the row is dropped, the others written.
+_ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 _SYMBOL = itemgetter(0)
 _T = TypeVar("_T")
 
@@ -56,6 +69,7 @@ CREATE TABLE IF NOT EXISTS last_tick (
 """
 _UPSERT = "INSERT OR REPLACE INTO last_tick (symbol, price, time_ms) VALUES (?, ?, ?)"
 _SELECT = "SELECT symbol, price, time_ms FROM last_tick ORDER BY symbol LIMIT ?"
+_OBJECTS = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 
 
 class StoreError(TickerdError):
@@ -73,6 +87,8 @@ class PriceStore:
         self.flushes = 0
         self.written = 0
         self.counters = StoreCounters()  # ops: flush durations and failed writes
+        self.dropped = 0
+        self.failures = 0  # flushes in a row that failed
         self._dirty: dict[str, Tick] = {}
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -91,8 +107,9 @@ class PriceStore:
             self._executor = None
             raise
 
-    async def restore(self, book: PriceBook) -> int:
-        """Put the stored ticks into ``book`` (validated by :meth:`PriceBook.make_tick`).
+    async def restore(self, book: PriceBook, now_ms: int | None = None) -> int:
+        """Put the stored ticks into ``book`` (validated by :meth:`PriceBook.make_tick`
+        against the service clock's ``now_ms``).
 
         Returns how many were restored; rows the universe cannot take are skipped and
         logged. Call before :meth:`attach`, so restored ticks are not written back.
@@ -104,7 +121,7 @@ class PriceStore:
             try:
                 if not isinstance(price, str):
                     raise TickRejected(f"price {price!r} is not stored as text")
-                ticks.append(book.make_tick(symbol, price, time_ms))
+                ticks.append(book.make_tick(symbol, price, time_ms, now_ms))
             except TickRejected as exc:
                 skipped += 1
                 if skipped <= MAX_SKIP_LOGS:
@@ -156,26 +173,45 @@ class PriceStore:
         return len(self._dirty)
 
     async def flush(self) -> int:
-        """Write every changed tick in one transaction; returns how many were written."""
+        """Write every changed tick in one transaction; returns how many were written.
+
+        Never raises but for cancellation: a failed write is logged and its ticks kept for
+        the next flush.
+        """
         if not self._dirty:
             return 0
         batch, self._dirty = self._dirty, {}
         started = perf_counter_ns()  # ops
         try:
-            await self._call(self._write, list(batch.values()))
+            dropped = await self._call(self._write, list(batch.values()))
         except BaseException as exc:
             # Put the batch back under anything newer, and try again next time.
             batch.update(self._dirty)
             self._dirty = batch
-            if isinstance(exc, sqlite3.Error | OSError):
-                self.counters.failures += 1  # ops
-                log.error("store %s: write failed, retrying: %s", self.path, exc)
-                return 0
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            self.counters.failures += 1  # ops
+            self._failed(exc)
+            return 0
         self.counters.duration.observe(perf_counter_ns() - started)  # ops
+        if self.failures:
+            log.warning("store %s: writes resumed after %d failed", self.path, self.failures)
+            self.failures = 0
+        for tick, reason in dropped[:MAX_SKIP_LOGS]:
+            log.error("store %s: cannot store %r, dropped: %s", self.path, tick, reason)
         self.flushes += 1
-        self.written += len(batch)
-        return len(batch)
+        self.dropped += len(dropped)
+        self.written += len(batch) - len(dropped)
+        return len(batch) - len(dropped)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if (self.failures - 1) % FAILURE_LOG_EVERY:
+            return
+        if isinstance(exc, sqlite3.Error | OSError | StoreError):
+            log.error("store %s: write failed, retrying: %s", self.path, exc)
+        else:
+            log.error("store %s: write failed, retrying", self.path, exc_info=exc)
 
     async def _flush_loop(self) -> None:
         # On a fixed schedule (no drift by the time writes take): at most one interval
@@ -185,7 +221,10 @@ class PriceStore:
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = max(due + self.flush_interval, loop.time())
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # flush() handles its own; this guards the loop itself
+                log.exception("store %s: flush failed; the next one follows", self.path)
 
     # -- the store's thread --------------------------------------------------------------
 
@@ -200,6 +239,7 @@ class PriceStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         try:
+            self._check_tables(conn)  # before anything is written to the file
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"store {self.path}: cannot switch to WAL mode ({mode})")
@@ -220,6 +260,26 @@ class PriceStore:
             raise
         self._conn = conn
 
+    def _check_tables(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that holds anything but tickerd's table, or that table reshaped."""
+        foreign = sorted(f"{kind} {name}" for kind, name in conn.execute(_OBJECTS) if name != TABLE)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise StoreError(
+                f"store {self.path} is another application's database (it holds {shown}); "
+                "give --store a file of its own"
+            )
+        columns = tuple(
+            (str(name), str(kind).upper())
+            for _, name, kind, *_ in conn.execute(f"PRAGMA table_info({TABLE})")
+        )
+        if columns and columns != COLUMNS:
+            got = ", ".join(f"{n} {k}" for n, k in columns)
+            raise StoreError(
+                f"store {self.path}: table {TABLE} has columns ({got}), not tickerd's; "
+                "give --store a file of its own"
+            )
+
     def _load(self) -> list[tuple[Any, Any, Any]]:
         assert self._conn is not None
         try:
@@ -227,16 +287,29 @@ class PriceStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read store {self.path}: {exc}") from exc
 
-    def _write(self, ticks: list[Tick]) -> None:
+    def _write(self, ticks: list[Tick]) -> list[tuple[Tick, str]]:
+        """One transaction; returns the ticks SQLite cannot hold, with the reason."""
         conn = self._conn
         assert conn is not None
+        dropped: list[tuple[Tick, str]] = []
         conn.execute("BEGIN")
         try:
-            conn.executemany(_UPSERT, ticks)
+            try:
+                conn.executemany(_UPSERT, ticks)
+            except _ROW_ERRORS:
+                # A tick that cannot be stored: write row by row around it (the rows before
+                # it are rewritten, which INSERT OR REPLACE makes harmless).
+                for tick in ticks:
+                    try:
+                        conn.execute(_UPSERT, tick)
+                    except _ROW_ERRORS as exc:
+                        dropped.append((tick, str(exc)))
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        return dropped
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -117,15 +117,10 @@ class TickerdServer:
         self.stop()
 
     def _run(self) -> None:
-        try:
-            import uvloop
+        from .loop import run
 
-            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX systems
-            factory = asyncio.new_event_loop
         try:
-            with asyncio.Runner(loop_factory=factory) as runner:
-                runner.run(self._serve())
+            run(self._serve())
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             if self._failure is None:
                 self._failure = exc

@@ -202,6 +202,7 @@ def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Feed
             host=settings.push_host,
             port=settings.push_port,
             symbols=symbols,
+            clock=plan.clock or clock,
         )
     )
 

@@ -614,7 +614,7 @@ def _names(symbols: Collection[str]) -> str:
 def _retry_after(headers: Mapping[str, str] | None) -> int | None:
     """The ``Retry-After`` header in whole seconds, if it is one (dates are ignored)."""
     value = headers.get("Retry-After") if headers is not None else None
-    if value is None or not value.strip().isdigit():
+    if value is None or not value.strip().isdigit() or not value.isascii():
         return None
     return int(value.strip())
 

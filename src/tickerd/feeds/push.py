@@ -18,8 +18,11 @@ A tick's fields follow the Binance shape served back by ``ticker.price``
 (https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/websocket-api/Symbol-Price-Ticker):
 ``price`` a decimal *string* (a JSON number is refused: it would pass through a float),
 on the symbol's tick grid (exchangeInfo PRICE_FILTER ``tickSize``); ``time`` a
-non-negative integer of epoch milliseconds, never older than the stored tick, and
-non-decreasing per symbol within a batch. A batch is validated whole, then applied in
+non-negative 64-bit integer of epoch milliseconds at most
+:data:`~tickerd.ticktime.FUTURE_SKEW_MS` ahead of the service clock, never older than the
+stored tick, and non-decreasing per symbol within a batch. A WebSocket batch's ``"id"``
+must be a string of at most :data:`MAX_ID_CHARS` characters or a 64-bit integer (or
+null); any other id is answered 400 and the batch is not applied. A batch is validated whole, then applied in
 one step with no ``await`` in between, so it lands entirely or not at all.
 
 Bounds: ``max_batch`` ticks per batch, ``max_body_bytes`` per HTTP body and per WebSocket
@@ -41,8 +44,10 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..book import PriceBook, TickRejected
+from ..clock import Clock, SystemClock
 from ..models import Tick
 from ..symbols import SymbolUniverse
+from ..ticktime import tick_time_problem
 from ..transport.aio import Site, bearer_matches, netloc
 from .state import FeedState
 
@@ -54,8 +59,10 @@ DEFAULT_MAX_BATCH = 10_000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 64
 HEARTBEAT_S = 30.0  # WebSocket ingest: ping after this much silence, close if unanswered
-INT64_MAX = 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_PRICE_CHARS = 40
+MAX_ID_CHARS = 64
+MAX_SYMBOL_ECHO = 64  # characters of a refused symbol echoed in its rejection
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
@@ -71,7 +78,7 @@ class BatchError(Exception):
 def _rejection(index: int, symbol: Any, code: str, reason: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"index": index}
     if isinstance(symbol, str):
-        entry["symbol"] = symbol[:64]
+        entry["symbol"] = printable(symbol[:MAX_SYMBOL_ECHO])
     entry["code"] = code
     entry["reason"] = reason
     return entry
@@ -98,6 +105,7 @@ class PushFeed:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        clock: Clock | None = None,
     ) -> None:
         if not token:
             raise ValueError("the push ingest needs a token")
@@ -109,6 +117,7 @@ class PushFeed:
         self.max_batch = max_batch
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
+        self.clock = clock or SystemClock()  # the future-skew bound on tick times
         self.accepted = 0
         self.rejected_batches = 0
         self.unauthorized = 0
@@ -182,8 +191,9 @@ class PushFeed:
         rejected: list[dict[str, Any]] = []
         # Latest time per symbol: the stored tick's, then this batch's valid ticks'.
         latest: dict[str, tuple[int, int | None]] = {}
+        now_ms = self.clock.now_ms()
         for index, item in enumerate(items):
-            tick = self._check(index, item, book, latest, rejected)
+            tick = self._check(index, item, book, latest, rejected, now_ms)
             if tick is not None:
                 ticks.append(tick)
         if rejected:
@@ -200,6 +210,7 @@ class PushFeed:
         book: PriceBook,
         latest: dict[str, tuple[int, int | None]],
         rejected: list[dict[str, Any]],
+        now_ms: int,
     ) -> Tick | None:
         if not isinstance(item, dict):
             rejected.append(_rejection(index, None, "not_an_object", "a tick must be an object"))
@@ -220,12 +231,13 @@ class PushFeed:
             reason = 'price must be a decimal string such as "97000.10" (not a JSON number)'
             rejected.append(_rejection(index, symbol, "bad_price", reason))
             return None
-        if type(time_ms) is not int or not 0 <= time_ms <= INT64_MAX:
-            reason = "time must be a non-negative integer of epoch milliseconds"
+        problem = tick_time_problem(time_ms, now_ms)
+        if problem is not None or type(time_ms) is not int:
+            reason = problem or f"time {time_ms!r} is not an integer"
             rejected.append(_rejection(index, symbol, "bad_time", reason))
             return None
         try:
-            tick = book.make_tick(symbol, price, time_ms)
+            tick = book.make_tick(symbol, price, time_ms, now_ms)
         except TickRejected as exc:
             rejected.append(_rejection(index, symbol, "off_grid", str(exc)))
             return None
@@ -307,24 +319,36 @@ class PushFeed:
         if not ws.can_prepare(request).ok:
             return _error(400, "expected a WebSocket upgrade")
         await ws.prepare(request)
-        async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                if msg.type is WSMsgType.BINARY:
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await ws.send_str(self._answer(msg.data, book))
+                elif msg.type is WSMsgType.BINARY:
                     await ws.send_str(_reply(400, None, error="send batches as text messages"))
-                continue
-            batch_id: Any = None
-            try:
-                batch = _parse(msg.data.encode("utf-8"))
-                if isinstance(batch, dict):
-                    batch_id = batch.get("id")
-                accepted, rejected = self.ingest(batch, book)
-            except BatchError as exc:
-                await ws.send_str(_reply(exc.status, batch_id, error=exc.text))
-                continue
-            status = 422 if rejected else 200
-            reply = _reply(status, batch_id, accepted=accepted, rejected=rejected)
-            await ws.send_str(reply)
+        except Exception:
+            # A defect here must still end the socket with a close frame, not a bare drop.
+            log.exception("push ingest WebSocket from %s failed", request.remote)
+            await ws.close(code=1011, message=b"internal error")
         return ws
+
+    def _answer(self, text: str, book: PriceBook) -> str:
+        """The reply to one WebSocket batch (applied only if its id can be echoed)."""
+        batch_id: Any = None
+        try:
+            batch = _parse(text.encode("utf-8"))
+            if isinstance(batch, dict):
+                batch_id = batch.get("id")
+                if not _echoable_id(batch_id):
+                    raise BatchError(
+                        400,
+                        f'"id" must be a string of at most {MAX_ID_CHARS} characters, '
+                        "a 64-bit integer or null",
+                    )
+            accepted, rejected = self.ingest(batch, book)
+        except BatchError as exc:
+            return _reply(exc.status, batch_id, error=exc.text)
+        status = 422 if rejected else 200
+        return _reply(status, batch_id, accepted=accepted, rejected=rejected)
 
 
 def _parse(body: bytes) -> Any:
@@ -340,9 +364,23 @@ def _parse(body: bytes) -> Any:
         raise BatchError(400, f"not JSON: {exc}") from None
 
 
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate (from a ``"\\ud800"`` escape) written as an escape,
+    so that it can be echoed as UTF-8 JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _echoable_id(batch_id: Any) -> bool:
+    if batch_id is None:
+        return True
+    if type(batch_id) is int:
+        return INT64_MIN <= batch_id <= INT64_MAX
+    return type(batch_id) is str and len(batch_id) <= MAX_ID_CHARS and batch_id.isprintable()
+
+
 def _reply(status: int, batch_id: Any, **fields: Any) -> str:
     reply: dict[str, Any] = {"status": status}
-    if isinstance(batch_id, (str, int)) and not isinstance(batch_id, bool):
+    if _echoable_id(batch_id) and batch_id is not None:
         reply["id"] = batch_id
     reply.update(fields)
     return orjson.dumps(reply).decode()

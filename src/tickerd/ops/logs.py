@@ -1,4 +1,5 @@
-"""Log formats: ``text`` for people, ``json`` (one object per line) for log pipelines.
+"""Log formats: ``text`` for people (UTC times), ``json`` (one object per line) for log
+pipelines.
 
 A JSON line holds ``time`` (ISO 8601 UTC, milliseconds), ``level``, ``logger``,
 ``message`` (the formatted text, as the text format prints it) and, for a logged exception,
@@ -14,6 +15,8 @@ import time
 from typing import Any, TextIO
 
 import orjson
+
+from ..timestamps import UTCFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
@@ -54,7 +57,7 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
             f"--log-level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {level!r}"
         )
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else UTCFormatter(TEXT_FORMAT))
     # As logging.basicConfig: a root logger that has handlers already (an embedding
     # program, pytest) keeps them.
     logging.basicConfig(level=name, handlers=[handler])

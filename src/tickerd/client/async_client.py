@@ -5,7 +5,7 @@ https://developers.binance.com/docs/derivatives/usds-margined-futures/market-dat
 
 Theory of operation
 -------------------
-One WebSocket connection (a :class:`_Link`) carries every request. Each request gets a
+One WebSocket connection (a :class:`~tickerd.client.link.Link`) carries every request. Each request gets a
 string id (a random per-client prefix and a counter) and a future in the link's table of
 requests in flight, so up to ``max_in_flight`` requests are outstanding at once and replies
 are paired with callers whatever their order. A request waits at most ``timeout`` seconds
@@ -33,199 +33,37 @@ one finishes the requests it carries.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 import logging
 import random
-import re
-import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, Self, overload
 
 import orjson
-from picows import (
-    WSCloseCode,
-    WSError,
-    WSFrame,
-    WSInvalidStatusError,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    ws_connect,
-)
+from picows import WSError, WSInvalidStatusError, WSInvalidURL, ws_connect
 
-from .backoff import jittered_backoff
-from .clock import Clock, SystemClock
-from .errors import (
-    BinanceError,
-    ConnectionLost,
-    ProtocolError,
-    RequestTimeout,
-    TickerdError,
-)
+from ..backoff import jittered_backoff
+from ..clock import Clock, SystemClock
+from ..errors import BinanceError, ConnectionLost, ProtocolError, RequestTimeout
+from ..models import PriceTicker
+from ..timestamps import utc_stamp, with_utc
+from .link import Link
+from .replies import Final, copy_error, refusal, result_of, retrieve, weight_entry
 
-__all__ = ["DEFAULT_URL", "Client", "PriceTicker", "SyncClient"]
+__all__ = ["CLOSE_TIMEOUT_S", "DEFAULT_URL", "Client"]
 
 log = logging.getLogger("tickerd.client")
 wire_log = logging.getLogger("tickerd.client.wire")
 
 #: tickerd's default WebSocket API address (Binance's: ``wss://ws-fapi.binance.com/ws-fapi/v1``).
 DEFAULT_URL = "ws://127.0.0.1:9000/ws-fapi/v1"
+#: Seconds :meth:`Client.close` waits for its connections to end.
+CLOSE_TIMEOUT_S = 2.0
 
-T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
-_PRICE_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _MAX_BLOCK_WAITS = 100  # sleeps in one request while a 429/418 block lasts, at most
-_CLOSE_TIMEOUT_S = 2.0
-_ECHOED_CLOSE_CODES = frozenset(
-    c for c in WSCloseCode if c not in (WSCloseCode.NO_INFO, WSCloseCode.ABNORMAL_CLOSURE)
-)
-
-
-@dataclass(frozen=True, slots=True)
-class PriceTicker:
-    """One ``ticker.price`` result: the last trade price of ``symbol`` and its time.
-
-    https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/websocket-api/Symbol-Price-Ticker
-
-    ``price`` is exact: parsed from the JSON string Binance sends, never through a float.
-    """
-
-    symbol: str
-    price: Decimal
-    time_ms: int
-
-    @classmethod
-    def from_wire(cls, obj: Any) -> PriceTicker:
-        """Parse ``{"symbol": str, "price": str, "time": int}``; :class:`ProtocolError` if not."""
-        if type(obj) is not dict:
-            raise ProtocolError(f"ticker.price result is not an object: {obj!r:.200}")
-        symbol, price, time_ms = obj.get("symbol"), obj.get("price"), obj.get("time")
-        if type(symbol) is not str or not symbol:
-            raise ProtocolError(f"ticker.price symbol is not a string: {symbol!r:.100}")
-        if type(price) is not str:
-            raise ProtocolError(
-                f"ticker.price price of {symbol} is not a JSON string: {price!r:.100}"
-                " (Binance sends prices as strings; a JSON number may have lost digits)"
-            )
-        if not _PRICE_RE.fullmatch(price):
-            raise ProtocolError(f"ticker.price price of {symbol} is not a decimal: {price!r:.100}")
-        try:
-            value = Decimal(price)
-        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-            raise ProtocolError(f"ticker.price price of {symbol} is not a decimal") from None
-        if type(time_ms) is not int or time_ms < 0:
-            raise ProtocolError(f"ticker.price time of {symbol} is not an integer: {time_ms!r}")
-        return cls(symbol, value, time_ms)
-
-
-class _Link(WSListener):
-    """One WebSocket connection: its requests in flight and its end."""
-
-    def __init__(self, client: Client) -> None:
-        super().__init__()
-        self.client = client
-        self.transport: WSTransport | None = None
-        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.closing = False  # no new requests: a close frame passed, or it is draining
-        self.draining = False  # serverShutdown: finish what is in flight, then close
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.fragments: list[bytes] | None = None
-        self.fragments_size = 0
-        self.disconnected = asyncio.Event()
-
-    @property
-    def usable(self) -> bool:
-        t = self.transport
-        return not self.closing and t is not None and not t.is_disconnected
-
-    @property
-    def detail(self) -> str:
-        """The close code and reason, as one string."""
-        return f"{self.close_code} {self.close_reason}".strip()
-
-    def send(self, payload: bytes) -> None:
-        assert self.transport is not None
-        self.transport.send(WSMsgType.TEXT, payload)
-
-    def fail_all(self, why: str) -> None:
-        """Fail every request in flight with :class:`ConnectionLost`."""
-        pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(
-                    ConnectionLost(why, close_code=self.close_code, close_reason=self.close_reason)
-                )
-
-    def close(self, code: WSCloseCode = WSCloseCode.OK) -> None:
-        self.closing = True
-        t = self.transport
-        if t is not None and not t.is_disconnected:
-            if not t.is_close_frame_sent:
-                t.send_close(code)
-            t.disconnect()
-
-    # -- picows callbacks -----------------------------------------------------------------
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closing = True
-        if self.close_code is not None:
-            why = f"connection closed ({self.detail})"
-        else:
-            why = "connection lost"
-        self.fail_all(why)
-        self.disconnected.set()
-        self.client._link_down(self)
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind == WSMsgType.TEXT and frame.fin and self.fragments is None:
-            self.client._on_message(self, frame.get_payload_as_bytes())
-        elif kind == WSMsgType.CLOSE:
-            self._closed_by_server(transport, frame)
-        elif kind == WSMsgType.TEXT or (kind == WSMsgType.CONTINUATION and self.fragments):
-            self._fragment(frame)
-        elif kind == WSMsgType.BINARY:
-            log.warning("ignoring a binary frame from %s", self.client.url)
-
-    def _fragment(self, frame: WSFrame) -> None:
-        if frame.msg_type == WSMsgType.TEXT:
-            self.fragments, self.fragments_size = [], 0
-        assert self.fragments is not None
-        self.fragments_size += frame.payload_size
-        if self.fragments_size > self.client.max_message_bytes:
-            self.fragments = None
-            self.close_code, self.close_reason = 1009, "reply larger than max_message_bytes"
-            self.fail_all(f"the client closed the connection ({self.detail})")
-            self.close(WSCloseCode.MESSAGE_TOO_BIG)
-            return
-        self.fragments.append(frame.get_payload_as_bytes())
-        if frame.fin:
-            payload = b"".join(self.fragments)
-            self.fragments = None
-            self.client._on_message(self, payload)
-
-    def _closed_by_server(self, transport: WSTransport, frame: WSFrame) -> None:
-        code = frame.get_close_code()
-        self.close_code = code.value if isinstance(code, WSCloseCode) else int(code)
-        try:
-            self.close_reason = frame.get_close_reason()
-        except UnicodeDecodeError:
-            self.close_reason = ""
-        self.closing = True
-        # Replies precede the close frame on the wire: whatever is still pending is lost.
-        self.fail_all(f"the server closed the connection ({self.detail})")
-        if not transport.is_close_frame_sent:
-            transport.send_close(code if code in _ECHOED_CLOSE_CODES else WSCloseCode.OK)
-        transport.disconnect()
 
 
 class Client:
@@ -293,9 +131,9 @@ class Client:
         self._id_prefix = f"{self._rng.getrandbits(32):08x}-"
         self._ids = itertools.count(1)
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._link: _Link | None = None
-        self._links: set[_Link] = set()
-        self._connecting: asyncio.Future[_Link] | None = None
+        self._link: Link | None = None
+        self._links: set[Link] = set()
+        self._connecting: asyncio.Future[Link] | None = None
         self._connected_once = False
         self._closed = False
         self._blocked_until = 0
@@ -341,7 +179,7 @@ class Client:
             link.close()
         if links:
             waits = [asyncio.ensure_future(link.disconnected.wait()) for link in links]
-            _, late = await asyncio.wait(waits, timeout=_CLOSE_TIMEOUT_S)
+            _, late = await asyncio.wait(waits, timeout=CLOSE_TIMEOUT_S)
             for task in late:
                 task.cancel()
             for link in links:
@@ -426,11 +264,11 @@ class Client:
             if deadline.expired():
                 raise RequestTimeout(f"no reply to {method} within {limit} s") from None
             raise
-        return _result(reply)
+        return result_of(reply)
 
     # -- replies --------------------------------------------------------------------------
 
-    def _on_message(self, link: _Link, payload: bytes) -> None:
+    def _on_message(self, link: Link, payload: bytes) -> None:
         try:
             msg = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -458,16 +296,9 @@ class Client:
 
     def _observe(self, msg: dict[str, Any]) -> None:
         """Note the weight a reply reports and any 429/418 block it announces."""
-        limits = msg.get("rateLimits")
-        if type(limits) is list:
-            for entry in limits:
-                if type(entry) is dict and entry.get("rateLimitType") == "REQUEST_WEIGHT":
-                    count, limit = entry.get("count"), entry.get("limit")
-                    if type(count) is int and type(limit) is int:
-                        self.weight_used, self.weight_limit = count, limit
-                        self.rate_limits = limits
-                        if entry.get("interval") == "MINUTE":
-                            break
+        weight = weight_entry(msg)
+        if weight is not None:
+            self.weight_used, self.weight_limit, self.rate_limits = weight
         status, error = msg.get("status"), msg.get("error")
         if status in (418, 429) and type(error) is dict:
             self._block(BinanceError.from_wire(status, error))
@@ -494,16 +325,21 @@ class Client:
                 self._blocked_error, self._blocked_until = None, 0
                 return
             if wait_ms > self.max_wait * 1000:
-                raise _copy(error)
-            log.info("waiting %d ms for the rate limit (%s)", wait_ms, error.msg)
+                raise copy_error(error)
+            log.info(
+                "waiting %d ms for the rate limit, until %s: %s",
+                wait_ms,
+                utc_stamp(self._blocked_until),
+                with_utc(error.msg),
+            )
             await self._sleep(wait_ms / 1000)
         error = self._blocked_error
         if error is not None:
-            raise _copy(error)
+            raise copy_error(error)
 
     # -- connections ----------------------------------------------------------------------
 
-    async def _ready_link(self) -> _Link:
+    async def _ready_link(self) -> Link:
         link = self._link
         if link is not None and link.usable:
             return link
@@ -514,7 +350,7 @@ class Client:
         # Shielded: one caller's timeout must not cancel the cycle others are waiting for.
         return await asyncio.shield(self._connecting)
 
-    async def _connect_cycle(self) -> _Link:
+    async def _connect_cycle(self) -> Link:
         last: Exception | None = None
         for attempt in range(self.connect_attempts):
             if attempt:
@@ -523,7 +359,7 @@ class Client:
                 raise ConnectionLost("the client is closed")
             try:
                 link = await self._open()
-            except _Final as final:
+            except Final as final:
                 raise final.error from None
             except ConnectionLost as exc:
                 last = exc
@@ -545,11 +381,11 @@ class Client:
         """Seconds before attempt ``attempt`` (1, 2, ...): half fixed, half seeded jitter."""
         return jittered_backoff(attempt - 1, self.backoff_base, self.backoff_max, self._rng)
 
-    async def _open(self) -> _Link:
+    async def _open(self) -> Link:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, listener = await ws_connect(
-                    lambda: _Link(self),
+                    self._new_link,
                     self.url,
                     websocket_handshake_timeout=self.connect_timeout,
                     logger_name=wire_log,
@@ -560,43 +396,27 @@ class Client:
                     max_frame_size=self.max_message_bytes,
                 )
         except WSInvalidStatusError as exc:
-            raise self._refused(exc) from exc
+            error, block = refusal(exc, self.url, self._clock.now_ms())
+            if block is not None:
+                self._block(block)
+            raise error from exc
+        except (WSInvalidURL, ValueError) as exc:  # retrying cannot mend the URL
+            raise Final(ConnectionLost(f"{self.url!r} is not a WebSocket URL: {exc}")) from exc
         except (OSError, WSError, TimeoutError) as exc:
             raise ConnectionLost(str(exc) or type(exc).__name__) from exc
-        assert isinstance(listener, _Link)
+        assert isinstance(listener, Link)
         self._links.add(listener)
         return listener
 
-    def _refused(self, exc: WSInvalidStatusError) -> Exception:
-        """The error for a refused handshake: Binance's own error when the body is one."""
-        response = exc.response
-        status = int(response.status) if response is not None else 0
-        body = exc.raw_body or (response.body if response is not None else None) or b""
-        try:
-            wire = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            wire = None
-        if type(wire) is dict and "code" in wire:
-            error = BinanceError.from_wire(status, wire)
-            retry_s = response.headers.get("Retry-After") if response is not None else None
-            if error.retry_after_ms is None and retry_s is not None and retry_s.isdigit():
-                now = self._clock.now_ms()
-                error.retry_after_ms, error.server_time_ms = now + int(retry_s) * 1000, now
-            if status in (418, 429):
-                self._block(error)
-            if status >= 500:
-                return ConnectionLost(f"handshake refused: {status} {error.code} {error.msg}")
-            return _Final(error)
-        if status >= 500:
-            return ConnectionLost(f"handshake refused with HTTP {status}")
-        return _Final(ConnectionLost(f"handshake refused with HTTP {status} by {self.url}"))
+    def _new_link(self) -> Link:
+        return Link(self.url, self.max_message_bytes, self._on_message, self._link_down)
 
     def _start_cycle(self) -> None:
         if not self._closed and (self._connecting is None or self._connecting.done()):
             self._connecting = asyncio.ensure_future(self._connect_cycle())
-            self._connecting.add_done_callback(_retrieve)
+            self._connecting.add_done_callback(retrieve)
 
-    def _link_down(self, link: _Link) -> None:
+    def _link_down(self, link: Link) -> None:
         self._links.discard(link)
         if link is self._link:
             self._link = None
@@ -604,7 +424,7 @@ class Client:
                 log.info("connection to %s lost; reconnecting", self.url)
                 self._start_cycle()
 
-    def _drain(self, link: _Link) -> None:
+    def _drain(self, link: Link) -> None:
         """``serverShutdown``: new requests go to a new connection; this one finishes."""
         log.info("%s announced a shutdown; moving to a new connection", self.url)
         link.draining = link.closing = True
@@ -613,166 +433,3 @@ class Client:
             self._start_cycle()
         if not link.pending:
             link.close()
-
-
-class _Final(Exception):
-    """A connection failure that retrying cannot fix (wraps the error to raise)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _result(reply: dict[str, Any]) -> Any:
-    status = reply.get("status")
-    if "error" in reply:
-        error = reply["error"]
-        if type(status) is not int or type(error) is not dict:
-            raise ProtocolError(f"malformed error reply: {reply!r:.300}")
-        raise BinanceError.from_wire(status, error)
-    if status != 200 or "result" not in reply:
-        raise ProtocolError(f"reply without a result: {reply!r:.300}")
-    return reply["result"]
-
-
-def _copy(error: BinanceError) -> BinanceError:
-    """A fresh instance of a stored error (raising one instance twice chains tracebacks)."""
-    return type(error)(
-        error.status,
-        error.code,
-        error.msg,
-        retry_after_ms=error.retry_after_ms,
-        server_time_ms=error.server_time_ms,
-        used_weight=error.used_weight,
-    )
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Consume a background connect cycle's failure (callers see it when they await it)."""
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("connect cycle failed: %s", future.exception())
-
-
-# -- the sync wrapper ----------------------------------------------------------------------
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX system
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-class SyncClient:
-    """:class:`Client` for code without an event loop: it runs one in a background thread.
-
-    >>> with SyncClient("ws://127.0.0.1:9000/ws-fapi/v1") as client:  # doctest: +SKIP
-    ...     print(client.ticker_price("BTCUSDT").price)
-
-    Takes the same options as :class:`Client`; methods may be called from any thread.
-    https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/websocket-api/Symbol-Price-Ticker
-    """
-
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self._loop = _new_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tickerd-sync-client", daemon=True
-        )
-        self._thread.start()
-        self._closed = False
-
-        async def make() -> Client:
-            return Client(url, **options)
-
-        self._client: Client = self._call(make(), 5.0)
-        c = self._client
-        # Every wait inside the client is bounded; this outer bound only guards the thread.
-        self._guard = (
-            c.timeout + c.max_wait + c.connect_attempts * (c.connect_timeout + c.backoff_max) + 5
-        )
-
-    def _call(self, coro: Coroutine[Any, Any, T], guard: float | None = None) -> T:
-        if self._closed:
-            coro.close()
-            raise ConnectionLost("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(guard if guard is not None else self._guard)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise RequestTimeout("the client's loop did not answer in time") from None
-
-    def __enter__(self) -> Self:
-        self.connect()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def url(self) -> str:
-        """The WebSocket API URL."""
-        return self._client.url
-
-    @property
-    def weight_used(self) -> int | None:
-        """See :attr:`Client.weight_used`."""
-        return self._client.weight_used
-
-    @property
-    def weight_limit(self) -> int | None:
-        """See :attr:`Client.weight_limit`."""
-        return self._client.weight_limit
-
-    @property
-    def reconnects(self) -> int:
-        """See :attr:`Client.reconnects`."""
-        return self._client.reconnects
-
-    def connect(self) -> None:
-        """See :meth:`Client.connect`."""
-        self._call(self._client.connect())
-
-    @overload
-    def ticker_price(self, symbol: str, *, timeout: float | None = None) -> PriceTicker: ...
-
-    @overload
-    def ticker_price(
-        self, symbol: None = None, *, timeout: float | None = None
-    ) -> list[PriceTicker]: ...
-
-    def ticker_price(
-        self, symbol: str | None = None, *, timeout: float | None = None
-    ) -> PriceTicker | list[PriceTicker]:
-        """See :meth:`Client.ticker_price`."""
-        if symbol is None:
-            return self._call(self._client.ticker_price(timeout=timeout))
-        return self._call(self._client.ticker_price(symbol, timeout=timeout))
-
-    def request(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
-    ) -> Any:
-        """See :meth:`Client.request`."""
-        return self._call(self._client.request(method, params, timeout=timeout))
-
-    def close(self) -> None:
-        """Close the connection and stop the background loop."""
-        if self._closed:
-            return
-        try:
-            self._call(self._client.close(), _CLOSE_TIMEOUT_S + 5)
-        except TickerdError:  # pragma: no cover - close is bounded; log and go on
-            log.warning("closing the client timed out")
-        finally:
-            self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            if not self._thread.is_alive():
-                self._loop.close()

@@ -1,0 +1,52 @@
+"""benchmarks/run.py's arguments: a smoke run never writes over the committed results."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "benchmarks" / "run.py"
+COMMITTED = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tickerd_benchmark_harness", HARNESS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_quick_writes_beside_the_build_not_over_the_committed_results() -> None:
+    run = harness()
+    quick = run.parse_args(["--quick"]).out
+    assert quick != COMMITTED.resolve()
+    assert quick == (ROOT / "benchmarks" / ".build" / "quick" / "RESULTS.md").resolve()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(quick)], cwd=ROOT, check=False, timeout=30
+    )
+    assert ignored.returncode == 0, f"{quick} is not ignored by git"
+    assert run.parse_args([]).out == COMMITTED.resolve()  # a full run publishes
+    assert run.parse_args(["--quick", "--out", "/tmp/x/R.md"]).out == Path("/tmp/x/R.md")
+
+
+def test_help_names_the_outputs_and_no_internal_references() -> None:
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "benchmarks/.build/quick/RESULTS.md" in text
+    assert "issue" not in text.lower()
