@@ -5,6 +5,8 @@ usds-margined-futures/...):
 
 * ``market-data/rest-api/Symbol-Price-Ticker-v2``: ``GET /fapi/v2/ticker/price`` answers
   ``[{"symbol": "BTCUSDT", "price": "6000.01", "time": 1589437530011}, ...]``;
+* ``market-data/rest-api/Exchange-Information``: ``GET /fapi/v1/exchangeInfo`` answers
+  :attr:`FakeBinance.exchange_info` (the bundled universe's document until a test edits it);
 * ``websocket-market-streams``: combined streams at ``/market/stream?streams=a/b``, each
   event wrapped ``{"stream": "btcusdt@aggTrade", "data": {...}}``;
 * ``websocket-market-streams/Aggregate-Trade-Streams``: ``{"e": "aggTrade", "E", "s",
@@ -21,11 +23,15 @@ a client sent.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, TypeVar
 
 import orjson
@@ -51,6 +57,11 @@ REFUSAL_BODIES: dict[int, dict[str, Any]] = {
         "you received this message in error.",
     },
 }
+
+
+_BUNDLED_INFO: dict[str, Any] = json.loads(
+    resources.files("tickerd.data").joinpath("exchange_info.json").read_text("utf-8")
+)
 
 
 @dataclass(eq=False)
@@ -82,7 +93,8 @@ class FakeConn:
 class FakeBinance:
     """The fake upstream; ``await start()`` in a running loop, ``await stop()`` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # serve https/wss with it (None: plain http/ws)
         self.prices: dict[str, tuple[str, int]] = {}
         self.conns: list[FakeConn] = []
         self.timeline: list[tuple[str, int]] = []  # ("open" | "close", connection id)
@@ -91,6 +103,10 @@ class FakeBinance:
         self.rest_refusals: deque[tuple[int, int | None]] = deque()
         self.ws_refusals: deque[tuple[int, int | None]] = deque()
         self.agg_id = 1000
+        self.exchange_info: dict[str, Any] = copy.deepcopy(_BUNDLED_INFO)
+        self.info_hits: list[float] = []
+        self.peer_ports: list[int] = []  # client port of every request (REST and handshakes)
+        self.info_refusals: deque[tuple[int, int | None]] = deque()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -99,10 +115,11 @@ class FakeBinance:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/fapi/v2/ticker/price", self._ticker_price)
+        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/market/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -115,11 +132,13 @@ class FakeBinance:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def stream_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/market"
+        scheme = "wss" if self.ssl_context else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/market"
 
     # -- what the fake saw ----------------------------------------------------------------
 
@@ -189,14 +208,39 @@ class FakeBinance:
         body = REFUSAL_BODIES.get(status, {"code": -1000, "msg": "refused"})
         return web.json_response(body, status=status, headers=headers)
 
+    def _seen(self, request: web.Request) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peer_ports.append(int(peer[1]))
+
     async def _ticker_price(self, request: web.Request) -> web.Response:
+        self._seen(request)
         self.rest_hits.append(time.monotonic())
         if self.rest_refusals:
             return self._refusal(*self.rest_refusals.popleft())
         rows = [{"symbol": s, "price": p, "time": t} for s, (p, t) in sorted(self.prices.items())]
         return web.Response(body=orjson.dumps(rows), content_type="application/json")
 
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        self.info_hits.append(time.monotonic())
+        if self.info_refusals:
+            return self._refusal(*self.info_refusals.popleft())
+        return web.Response(body=orjson.dumps(self.exchange_info), content_type="application/json")
+
+    def symbol_entry(self, symbol: str) -> dict[str, Any]:
+        """The exchangeInfo entry of ``symbol`` (to edit: status, tickSize, pricePrecision)."""
+        return next(e for e in self.exchange_info["symbols"] if e["symbol"] == symbol)
+
+    def list_symbol(self, like: str, symbol: str, **changes: Any) -> dict[str, Any]:
+        """Add ``symbol`` to exchangeInfo as a copy of ``like``'s entry with ``changes``."""
+        entry = copy.deepcopy(self.symbol_entry(like))
+        entry.update(symbol=symbol, **changes)
+        self.exchange_info["symbols"].append(entry)
+        return entry
+
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request)
         self.ws_attempts.append(time.monotonic())
         if self.ws_refusals:
             return self._refusal(*self.ws_refusals.popleft())

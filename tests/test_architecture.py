@@ -27,6 +27,7 @@ SETTINGS_READERS = frozenset(
         "tickerd.config",
         "tickerd.feeds",
         "tickerd.testing",
+        "tickerd.validation",  # reads flags and variables into Settings
     }
 )
 

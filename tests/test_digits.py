@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickerd.feeds.mirror import _retry_after
+from tickerd.feeds.mirror_state import retry_after as _retry_after
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0661", "\uff11", " \u00b2 ", "1\u00b2"])

@@ -51,7 +51,15 @@ BAD: dict[str, list[tuple[str, str]]] = {
                         ("http://h:99999", "Port out of range"), ("https://[::1", "Invalid IPv6")],
     "mirror_stream_url": [("http://x", "ws:// or wss:// URL"), ("ws://h:abc", "cast to integer"),
                           ("ws://h:0/market", "port 0")],
+    "replay_progress_every": [("0", "from 0.1 to 86400 s"), ("nan", "a number")],
     "mirror_symbols": [("BTC USDT", "not a symbol name"), ("BTCUSDT,,ETHUSDT", "no empty item")],
+    "mirror_stale_after": [("0", "from 1 to 86400 s"), ("86401", "to 86400")],
+    "mirror_rollover_after": [("59", "from 60 to 86400 s"), ("90000", "to 86400")],
+    "mirror_idle_timeout": [("0.5", "from 1 to 86400 s"), ("-1", "from 1")],
+    "mirror_universe_every": [("-1", "from 0 to 604800 s"), ("604801", "to 604800")],
+    "mirror_proxy": [("socks5://h:1080", "http:// or https:// URL with a host, or none"),
+                     ("http://", "with a host")],
+    "record": [(MISSING + "/deeper", "no such folder"), ("/etc/passwd", "a file, not a folder")],
     "push_host": [("bad host", "host name")],
     "push_port": [("65536", "from 0 to 65535"), ("-1", "from 0 to 65535")],
     "push_token": [("has space", "RFC 6750"), ("x" * 1025, "at most 1024")],
@@ -264,7 +272,8 @@ def test_two_surfaces_on_one_port_are_refused(args: list[str], message: str) -> 
 def test_a_variable_without_what_it_needs_is_a_warning_and_the_server_runs() -> None:
     env = child_env({"TICKERD_PUSH_TOKEN": "s3cret", "TICKERD_REPLAY_SPEED": "max"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1"],
+        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1",
+         "--ops-port", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, text=True,
     )  # fmt: skip

@@ -374,10 +374,11 @@ def test_rest_refusal_is_loud_and_retried_after_retry_after(
                 await asyncio.gather(task, return_exceptions=True)
         hits = fake.rest_hits
         assert len(hits) == 3  # start (refused), run (refused), its retry (ok)
-        # Nothing at all, not even the stream handshake, before Retry-After (or, without
-        # one, the longest backoff) passed.
+        # No snapshot request before Retry-After (or, without one, the longest backoff)
+        # passed; the streams, limited separately by Binance, connect at once.
         hold = retry_after if retry_after is not None else 0.3
-        assert fake.ws_attempts[0] - hits[0] >= hold - 0.02
+        assert fake.ws_attempts[0] - hits[0] < hold
+        assert fake.ws_attempts[0] < hits[1]
         for a, b in itertools.pairwise(hits):
             assert b - a >= hold - 0.02, hits
         errors = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
@@ -529,18 +530,18 @@ def test_mirror_configuration_errors(settings: Settings, message: str) -> None:
         build_feeds(settings, universe(), None)  # type: ignore[arg-type]
 
 
-def test_warns_about_a_legacy_stream_path(caplog: pytest.LogCaptureFixture) -> None:
-    """BINANCE.md §7: since 2026-04-23 the legacy paths accept the handshake and then send
-    no aggTrade frames; a mirror pointed there would stall silently."""
+def test_a_stream_url_without_route_gets_market_and_a_wrong_route_is_refused() -> None:
+    """Since 2026-04-23 the route-less and other-route paths accept the handshake and then
+    send no aggTrade frames; a mirror pointed there would stall silently."""
     uni = universe()
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        MirrorFeed(uni, rest_url="http://x", stream_url="wss://fstream.binance.com")._plan_shards()
-        assert any("not the /market path" in m for m in caplog.messages)
-        caplog.clear()
-        MirrorFeed(
-            uni, rest_url="http://x", stream_url="wss://fstream.binance.com/market"
-        )._plan_shards()
-        assert not caplog.messages
+    for given in ("wss://fstream.binance.com", "wss://fstream.binance.com/"):
+        feed = MirrorFeed(uni, rest_url="http://x", stream_url=given)
+        assert feed.stream_url == "wss://fstream.binance.com/market"
+        feed._plan_shards()
+        assert feed.shards[0].url.startswith("wss://fstream.binance.com/market/stream?streams=")
+    for wrong in ("wss://fstream.binance.com/public", "wss://fstream.binance.com/ws"):
+        with pytest.raises(FeedConfigError, match=r"served under the /market route"):
+            build_feeds(Settings(feed="mirror", mirror_stream_url=wrong), uni, None)  # type: ignore[arg-type]
 
 
 def test_a_failing_reader_is_reported_and_replaced(caplog: pytest.LogCaptureFixture) -> None:

@@ -514,10 +514,10 @@ def test_store_flush_durations_and_failures_are_scraped(tmp_path):
             write = store._write
             failures = [sqlite3.OperationalError("disk I/O error")]
 
-            def flaky(ticks: Any) -> None:
+            def flaky(ticks: Any) -> Any:
                 if failures:
                     raise failures.pop()
-                write(ticks)
+                return write(ticks)
 
             store._write = flaky  # type: ignore[method-assign]
             book = service.book

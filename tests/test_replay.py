@@ -34,14 +34,9 @@ from hypothesis import strategies as st
 from tickerd import PriceBook, Settings, SymbolUniverse, TickRejected
 from tickerd.clock import ReplayClock
 from tickerd.feeds import FeedConfigError, build_feeds
-from tickerd.feeds.binance_files import (
-    PriceGrid,
-    ReplayFileError,
-    describe,
-    discover,
-    parse_rows,
-)
+from tickerd.feeds.binance_files import ReplayFileError, describe, discover
 from tickerd.feeds.replay import MAX_STEP, ReplayFeed, ReplaySource, ReplaySpeed
+from tickerd.feeds.trade_rows import PriceGrid, parse_rows
 from tickerd.models import Tick
 
 pytestmark = pytest.mark.timeout(60)
@@ -286,17 +281,17 @@ def test_price_grid_agrees_with_make_tick(symbol: str, whole: str, frac: str | N
 
 
 def test_price_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tickerd.feeds import binance_files
+    from tickerd.feeds import trade_rows
 
-    monkeypatch.setattr(binance_files, "MAX_PRICE_CACHE", 16)
+    monkeypatch.setattr(trade_rows, "MAX_PRICE_CACHE", 16)
     grids: list[PriceGrid] = []
-    real = binance_files.PriceGrid
+    real = trade_rows.PriceGrid
 
     def spy(info: object) -> PriceGrid:
         grids.append(real(info))  # type: ignore[arg-type]
         return grids[-1]
 
-    monkeypatch.setattr(binance_files, "PriceGrid", spy)
+    monkeypatch.setattr(trade_rows, "PriceGrid", spy)
     # Hundreds of distinct prices, in blocks that each hold more than the bound.
     ticks = list(parse_rows(BTC_DAY, block_bytes=1024)) + list(parse_rows(ETH_US))
     assert ticks == by_time(oracle(BTC_DAY)) + oracle(ETH_US)
@@ -420,8 +415,9 @@ def test_bad_row_through_the_feed_max_mode(tmp_path: Path) -> None:
     rewrite_line(f, 201, BAD_ROWS[0][0])
     feed = ReplayFeed(ReplaySource([f, ETH_AGG], universe()), ReplaySpeed.parse("max"), batch=7)
     book = PriceBook(universe())
-    with pytest.raises(ReplayFileError, match=":201: 5 fields"):
-        asyncio.run(feed.run(book))
+    asyncio.run(feed.run(book))  # returns: the ERROR line and status() tell why it stopped
+    assert isinstance(feed.error, ReplayFileError) and ":201: 5 fields" in str(feed.error)
+    assert feed.status()["state"] == "failed" and feed.finished
     assert book.get("BTCUSDT") == by_time(oracle(BTC_DAY)[:199])[-1]
     assert book.get("ETHUSDT") == oracle(ETH_AGG)[-1]  # the 2022 file, entirely earlier
 

@@ -1,5 +1,6 @@
 """Command line: ``tickerd serve`` (every flag also a TICKERD_* environment variable),
-``tickerd price`` and ``tickerd watch`` (terminal.py)."""
+``tickerd price`` and ``tickerd watch`` (terminal.py), ``tickerd symbols fetch``
+(universe_file.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ wins over its variable). A bad value stops tickerd with one line and exit status
 _METAVARS = {
     "float": "N", "int": "N", "choice": "LEVEL", "list": "NAMES", "symbols": "SYMBOLS",
     "host": "HOST", "path": "PATH", "url": "URL", "file": "FILE", "paths": "PATHS",
-    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT",
+    "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT", "proxy": "URL",
+    "folder": "FOLDER",
 }  # fmt: skip
 _UNIT_METAVARS = {"s": "SECONDS", "bytes": "BYTES", "ticks/s": "RATE"}
 
@@ -100,6 +102,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     from .terminal import add_commands
 
     add_commands(sub, env)  # price, watch
+    from .universe_file import add_commands as add_symbols_commands
+
+    add_symbols_commands(sub)  # symbols fetch
     for command in sub.choices.values():
         command.error = _one_line_error(command.prog, command.exit)  # type: ignore[method-assign,assignment]
     return parser
@@ -144,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "symbols":
+        from .universe_file import run as run_symbols
+
+        return run_symbols(args)
     if args.command in ("price", "watch"):
         from .terminal import run_command
 

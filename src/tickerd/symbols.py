@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -116,6 +117,12 @@ class SymbolUniverse:
         """Contracts whose status is TRADING, in name order."""
         return [s for s in self._by_name.values() if s.trading]
 
+    def merge(self, doc: Any) -> UniverseChange:
+        """Take in a newer exchangeInfo document: new symbols are added, the status, tick
+        size and precision of known ones replaced; symbols it does not list are kept.
+        Entries that cannot be used are skipped and listed in the result."""
+        return _merge(self, doc)
+
     def set_status(self, symbol: str, status: str) -> None:
         """Change a contract's status (e.g. to take it out of trading)."""
         info = self._by_name[symbol]
@@ -123,6 +130,51 @@ class SymbolUniverse:
         self._by_name[symbol] = SymbolInfo(
             symbol, status, info.tick_size, info.price_precision, raw
         )
+
+
+@dataclass
+class UniverseChange:
+    """What :meth:`SymbolUniverse.merge` changed: new symbols, status changes
+    ``(symbol, old, new)``, grid changes ``(symbol, "tick/precision" old, new)``, and entries
+    of the document that could not be used."""
+
+    added: list[str] = field(default_factory=list)
+    status: list[tuple[str, str, str]] = field(default_factory=list)
+    grid: list[tuple[str, str, str]] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.status or self.grid)
+
+
+def _merge(universe: SymbolUniverse, doc: Any) -> UniverseChange:
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("symbols"), list):
+        raise SymbolFileError("not an exchangeInfo document: no 'symbols' list")
+    change = UniverseChange()
+    by_name = universe._by_name
+    for entry in doc["symbols"]:
+        try:
+            info = _parse_entry(entry)
+        except SymbolFileError as exc:
+            change.unusable.append(str(exc))
+            continue
+        old = by_name.get(info.symbol)
+        if old is None:
+            change.added.append(info.symbol)
+        else:
+            if old.status != info.status:
+                change.status.append((info.symbol, old.status, info.status))
+            if (old.tick_size, old.price_precision) != (info.tick_size, info.price_precision):
+                change.grid.append(
+                    (info.symbol, f"{old.tick_size}/{old.price_precision}",
+                     f"{info.tick_size}/{info.price_precision}")
+                )  # fmt: skip
+            elif old.status == info.status and old.raw == info.raw:
+                continue  # unchanged: keep the same object (REST caches by identity)
+        by_name[info.symbol] = info
+    if change.added:
+        universe._by_name = dict(sorted(by_name.items()))
+    return change
 
 
 def format_price(info: SymbolInfo, price: Decimal) -> str:

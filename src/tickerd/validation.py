@@ -194,6 +194,26 @@ def read_file(text: str, rules: Mapping[str, Any]) -> str:
     return text
 
 
+def read_proxy(text: str, rules: Mapping[str, Any]) -> str:
+    """An http(s) proxy URL, or ``none`` for no proxy whatever the environment says."""
+    if text == "none":
+        return text
+    try:
+        return read_url(text, {"schemes": ("http", "https")})
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or none") from None
+
+
+def read_folder(text: str, rules: Mapping[str, Any]) -> str:
+    """A folder to write into: one that exists, or one whose parent folder exists."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError("a file, not a folder")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(text) and not os.path.isdir(parent):
+        raise ValueError(f"no such folder: {parent}")
+    return text
+
+
 def read_paths(text: str, rules: Mapping[str, Any]) -> str:
     """Comma-separated files or folders, each of which exists."""
     for item in _items(text, "files or folders"):
@@ -252,6 +272,8 @@ KINDS: dict[str, Reader] = {
     "file": read_file,
     "paths": read_paths,
     "dbfile": read_dbfile,
+    "proxy": read_proxy,
+    "folder": read_folder,
     "token": read_token,
     "speed": read_speed,
     "str": read_str,
@@ -267,6 +289,8 @@ KIND_TEXT: dict[str, str] = {
     "file": "existing file",
     "paths": "existing files or folders, comma-separated",
     "dbfile": "file in an existing folder",
+    "proxy": "http:// or https:// URL, or none",
+    "folder": "folder (created in an existing one)",
     "token": "RFC 6750 token",
     "str": "text",
 }

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..book import PriceBook
 from ..clock import Clock
 from ..config import Settings
-from ..errors import TickerdError
 from ..models import Tick
 from ..symbols import SymbolUniverse
+from .errors import FeedConfigError
 from .state import FeedState
 
 __all__ = [
@@ -30,6 +30,9 @@ __all__ = [
     "assign_symbols",
     "build_feeds",
 ]
+
+if TYPE_CHECKING:
+    from .recording import TradeRecorder
 
 
 class Feed(Protocol):
@@ -141,10 +144,6 @@ class FeedRegistry:
         return frozenset(out)
 
 
-class FeedConfigError(TickerdError):
-    """Feeds that cannot be built as configured, with the reason."""
-
-
 @dataclass
 class FeedPlan:
     """The feeds to run and the clock the server should follow (a replay brings its own)."""
@@ -183,7 +182,42 @@ def _mirror(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     if not stream.startswith(("ws://", "wss://")):
         raise FeedConfigError(f"--mirror-stream-url must be a ws(s) URL, not {stream!r}")
     symbols = _symbol_list(settings.mirror_symbols, universe, "--mirror-symbols")
-    plan.feeds.append(MirrorFeed(universe, rest_url=rest, stream_url=stream, symbols=symbols))
+    # "none": no proxy whatever HTTPS_PROXY says (the mirror's ""); unset: the environment's.
+    proxy = "" if settings.mirror_proxy == "none" else settings.mirror_proxy
+    recorder = _recorder(settings, plan, clock)
+    try:
+        feed = MirrorFeed(
+            universe,
+            rest_url=rest,
+            stream_url=stream,
+            symbols=symbols,
+            stale_after_s=settings.mirror_stale_after,
+            rollover_after_s=settings.mirror_rollover_after,
+            idle_timeout_s=settings.mirror_idle_timeout,
+            universe_every_s=settings.mirror_universe_every,
+            proxy=proxy,
+            clock=plan.clock or clock,
+            recorder=recorder,
+        )
+    except ValueError as exc:  # a stream route that cannot serve aggTrade, a bad interval
+        raise FeedConfigError(f"--feed mirror: {exc}") from None
+    plan.feeds.append(feed)
+
+
+def _recorder(settings: Settings, plan: FeedPlan, clock: Clock) -> TradeRecorder | None:
+    """The one recorder of ``--record`` (shared by the mirror and the push ingest)."""
+    if not settings.record:
+        return None
+    for feed in plan.feeds:
+        found = getattr(feed, "recorder", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    from .recording import TradeRecorder
+
+    try:
+        return TradeRecorder(settings.record, plan.clock or clock)
+    except OSError as exc:
+        raise FeedConfigError(str(exc)) from None
 
 
 def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
@@ -205,12 +239,20 @@ def _push(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Feed
             clock=plan.clock or clock,
         )
     )
+    recorder = _recorder(settings, plan, clock)
+    if recorder is not None:
+        from .book_recording import BookRecording
+
+        plan.feeds.append(BookRecording(recorder, plan.feeds[-1]))
 
 
 def _replay(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: FeedPlan) -> None:
-    from .replay import ReplayFeed
+    from .replay import ReplayFeed, ReplayOptions
 
-    feed = ReplayFeed.from_settings(settings, universe)
+    options = ReplayOptions.parse(
+        settings.replay_path, settings.replay_speed, settings.replay_progress_every
+    )
+    feed = ReplayFeed.from_options(options, universe)
     plan.feeds.append(feed)
     plan.clock = feed.clock  # the server follows the replay's trade time
 
@@ -270,5 +312,7 @@ def build_feeds(settings: Settings, universe: SymbolUniverse, clock: Clock) -> F
         if builder is None:
             raise FeedConfigError(f"unknown feed {name!r}; known: {', '.join(BUILDERS)}")
         builder(settings, universe, clock, plan)
+    if settings.record and not {"mirror", "push"} & set(names):
+        raise FeedConfigError("--record records the trades of --feed mirror or push")
     assign_symbols(plan, universe)
     return plan

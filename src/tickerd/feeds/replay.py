@@ -10,7 +10,7 @@ Theory of operation
 -------------------
 * Files are grouped by symbol. One symbol's files are read one after another in date order
   (their days must not overlap), so one file per symbol is open at a time; the symbols are
-  merged in time order with :func:`heapq.merge` (equal times: symbols in name order).
+  merged in time order (equal times: symbols in name order; :func:`.trade_order.merged`).
 * The feed owns a :class:`~tickerd.clock.ReplayClock`, which the server follows: it starts
   at the first trade's time. Speeds:
 
@@ -21,9 +21,16 @@ Theory of operation
   - ``N`` (``1`` = real time): trade ``k`` is applied when ``(time_k - first) / N`` seconds
     have passed; the clock runs at N × real time, never past the next unapplied trade.
 
+* Each file is parsed, checked and printed on its own symbol's grid (tick size and
+  ``pricePrecision`` from the universe), whatever the other symbols of the replay.
 * A bad row stops the replay: every row before it (in its file) has been applied, the bad
   row and everything after it have not, and :class:`~.binance_files.ReplayFileError` names
-  the file, the line and the reason.
+  the file, the line and the reason; one ERROR line says so and :meth:`ReplayFeed.status`
+  turns ``failed``.
+* Progress: INFO when each file is opened and when it is done; while the replay runs by
+  itself, every ``progress_every_s`` seconds the share of CSV bytes read, trades applied,
+  the replay clock (UTC) and an estimate of the time left; the same figures in
+  :meth:`ReplayFeed.status` (``/healthz``).
 * When the files are exhausted the feed returns and the book keeps the last prices; the
   clock then runs on from the last trade's time (at N × for an N× replay, real time
   otherwise) so rate-limit windows and bans keep expiring.
@@ -32,38 +39,31 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, pairwise
-from operator import itemgetter
-from pathlib import Path
 from typing import Any, Literal
 
 from ..book import PriceBook
 from ..clock import ReplayClock
-from ..config import Settings
 from ..models import Tick
 from ..symbols import SymbolUniverse
-from . import FeedConfigError
-from .binance_files import (
-    BLOCK_BYTES,
-    FileSpec,
-    ReplayFileError,
-    discover,
-    ordered,
-    read_blocks,
-)
+from .binance_files import ReplayFileError
+from .errors import FeedConfigError
+from .replay_source import ReplaySource, utc_text
 from .state import FeedState
+from .trade_rows import BLOCK_BYTES, parse_rows
+
+__all__ = ["ReplayFeed", "ReplayOptions", "ReplaySource", "ReplaySpeed", "parse_rows"]
 
 log = logging.getLogger("tickerd.feeds.replay")
 
 DEFAULT_BATCH = 4096  # trades applied per book update (and per event-loop turn at "max")
 MAX_STEP = 1_000_000  # trades one step() may apply
-_TIME = itemgetter(2)  # Tick.time_ms
+DEFAULT_PROGRESS_S = 5.0  # seconds between progress lines of a replay running by itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,64 +93,32 @@ class ReplaySpeed:
         return f"{self.factor:g}" if self.mode == "paced" else self.mode
 
 
-class ReplaySource:
-    """The trades of a set of files, merged in time order, read on demand.
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """What a replay is told: the files or folders, the speed and how often to report."""
 
-    Opening reads each symbol's first rows (so a file that cannot be used fails here, before
-    the server opens its port) and fixes :attr:`first_time_ms`. ``block_bytes`` is both the
-    read size and the reorder window (see :func:`.binance_files.ordered`); memory is about
-    three blocks per symbol.
-    """
+    paths: tuple[str, ...]
+    speed: ReplaySpeed = ReplaySpeed("paced")
+    progress_every_s: float = DEFAULT_PROGRESS_S
+    block_bytes: int = BLOCK_BYTES
+    batch: int = DEFAULT_BATCH
 
-    def __init__(
-        self,
-        paths: Iterable[str | Path],
-        universe: SymbolUniverse,
-        *,
-        block_bytes: int = BLOCK_BYTES,
-    ) -> None:
-        self.files = discover(paths)
-        groups: dict[str, list[FileSpec]] = {}
-        for spec in self.files:
-            groups.setdefault(spec.symbol, []).append(spec)
-        streams: list[Iterator[Tick]] = []
-        for symbol in sorted(groups):
-            info = universe.get(symbol)
-            if info is None:
-                raise ReplayFileError(
-                    groups[symbol][0].path, f"symbol {symbol} is not in the symbol universe"
-                )
-            specs = sorted(groups[symbol], key=lambda s: (s.first_day, s.last_day))
-            for a, b in pairwise(specs):
-                if a.overlaps(b):
-                    raise ReplayFileError(
-                        b.path, f"covers days that {a.path.name} covers too: replay one of them"
-                    )
-            blocks = chain.from_iterable(
-                read_blocks(s, info, block_bytes=block_bytes) for s in specs
+    @classmethod
+    def parse(
+        cls, paths: str | None, speed: str = "1", progress_every_s: float = DEFAULT_PROGRESS_S
+    ) -> ReplayOptions:
+        """Options from the flags' texts: comma-separated paths and a speed word."""
+        names = tuple(p.strip() for p in (paths or "").split(",") if p.strip())
+        if not names:
+            raise FeedConfigError(
+                "the replay feed needs --replay-path: Binance trades or aggTrades files "
+                "(.csv or .zip) or folders of them, comma-separated"
             )
-            window = f"the reorder window ({block_bytes} bytes of rows)"
-            streams.append(chain.from_iterable(ordered(blocks, window=window)))
-        self.symbols = frozenset(groups)
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_TIME)
-        first = next(merged, None)
-        if first is None:
-            raise ReplayFileError(self.files[0].path, "no trades in the replay files")
-        self.first_time_ms: int = first.time_ms
-        self._it: Iterator[Tick] = chain((first,), merged)
-        self.exhausted = False
-
-    def take(self, n: int) -> tuple[list[Tick], ReplayFileError | None]:
-        """The next ``n`` trades (fewer at the end), and the error that stopped them, if any."""
-        out: list[Tick] = []
-        try:
-            out.extend(islice(self._it, n))
-        except ReplayFileError as exc:
-            self.exhausted = True
-            return out, exc
-        if len(out) < n:
-            self.exhausted = True
-        return out, None
+        if not (math.isfinite(progress_every_s) and progress_every_s > 0):
+            raise FeedConfigError(
+                f"--replay-progress-every must be a number of seconds > 0, not {progress_every_s}"
+            )
+        return cls(names, ReplaySpeed.parse(speed), progress_every_s)
 
 
 class ReplayFeed:
@@ -169,6 +137,8 @@ class ReplayFeed:
         *,
         clock: ReplayClock | None = None,
         batch: int = DEFAULT_BATCH,
+        progress_every_s: float = DEFAULT_PROGRESS_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -181,25 +151,28 @@ class ReplayFeed:
         self.last: Tick | None = None
         self.error: ReplayFileError | None = None
         self.finished = False
+        self.progress_every_s = progress_every_s
+        self.monotonic = monotonic
+        self._started_at: float | None = None  # monotonic time the replay began to run
+        self._next_report = 0.0
         self._book: PriceBook | None = None
         self._ahead: deque[Tick] = deque()  # read, not yet applied (paced mode)
         self._done = asyncio.Event()
 
     @classmethod
-    def from_settings(cls, settings: Settings, universe: SymbolUniverse) -> ReplayFeed:
+    def from_options(cls, options: ReplayOptions, universe: SymbolUniverse) -> ReplayFeed:
         """The feed ``--feed replay --replay-path P --replay-speed S`` asks for."""
-        raw = settings.replay_path or ""
-        paths = [p.strip() for p in raw.split(",") if p.strip()]
-        if not paths:
-            raise FeedConfigError(
-                "the replay feed needs --replay-path: Binance trades or aggTrades files "
-                "(.csv or .zip) or folders of them, comma-separated"
-            )
-        speed = ReplaySpeed.parse(settings.replay_speed)
-        feed = cls(ReplaySource(paths, universe), speed)
+        source = ReplaySource(options.paths, universe, block_bytes=options.block_bytes)
+        feed = cls(
+            source,
+            options.speed,
+            batch=options.batch,
+            progress_every_s=options.progress_every_s,
+        )
         log.info(
-            "replay of %d file(s), %d symbol(s) from %d at speed %s",
-            len(feed.source.files), len(feed.symbols), feed.source.first_time_ms, speed,
+            "replay of %d file(s) (%d bytes of CSV), %d symbol(s) from %s at speed %s",
+            len(source.files), source.total_bytes, len(feed.symbols),
+            utc_text(source.first_time_ms), options.speed,
         )  # fmt: skip
         return feed
 
@@ -227,7 +200,9 @@ class ReplayFeed:
         return self.speed.mode == "step"
 
     async def run(self, book: PriceBook) -> None:
-        """Replay at the feed's speed; return when the files are exhausted."""
+        """Replay at the feed's speed; return when the files are exhausted or a bad row
+        stopped the replay (then one ERROR line has said why, :attr:`error` holds it and
+        :meth:`status` says ``failed``)."""
         self._book = book
         if self.finished:
             return
@@ -237,23 +212,69 @@ class ReplayFeed:
             await self._run_max(book)
         else:
             await self._run_paced(book, self.speed.factor)
+
+    def state(self) -> FeedState:
+        """starting (nothing applied yet), up, finished, or failed (stopped by a bad row).
+
+        A step replay is up from the start: it waits for its caller, not for data.
+        """
         if self.error is not None:
-            raise self.error
+            return FeedState.FAILED
+        if self.finished:
+            return FeedState.FINISHED
+        return FeedState.UP if self.applied or self.stepped else FeedState.STARTING
+
+    def progress(self) -> dict[str, Any]:
+        """How far the replay is: bytes, trades, replay clock (UTC) and the time left."""
+        source = self.source
+        share = source.share_done
+        clock_ms = self.clock.now_ms()
+        return {
+            "files": len(source.files),
+            "files_done": source.files_done,
+            "reading": sorted(source.open_files.values())[:20],
+            "bytes_read": source.read.bytes,
+            "bytes_total": source.total_bytes,
+            "done": round(share, 4),
+            "applied": self.applied,
+            "clock": clock_ms,
+            "clock_utc": utc_text(clock_ms),
+            "eta_s": self._eta_s(share),
+        }
 
     def status(self) -> dict[str, Any]:
-        """The replay's progress, for ``/healthz``."""
-        state = FeedState.UP if not self.finished else FeedState.FINISHED
-        if self.error is not None:
-            state = FeedState.FAILED
+        """The replay's state and progress, for ``/healthz``."""
         return {
-            "state": state,
+            "state": self.state(),
             "speed": str(self.speed),
-            "applied": self.applied,
             "last_trade_time": self.last.time_ms if self.last else None,
-            "clock": self.clock.now_ms(),
             "finished": self.finished,
             "error": str(self.error) if self.error else None,
+            **self.progress(),
         }
+
+    def _eta_s(self, share: float) -> float | None:
+        """Seconds left at the pace so far (by bytes read); None when it cannot be told."""
+        if self.finished:
+            return 0.0
+        if self._started_at is None or share <= 0 or self.speed.mode == "step":
+            return None
+        elapsed = self.monotonic() - self._started_at
+        return round(elapsed * (1.0 - share) / share, 1)
+
+    def _report(self, force: bool = False) -> None:
+        """Log progress when ``progress_every_s`` has passed since the last line."""
+        now = self.monotonic()
+        if not force and now < self._next_report:
+            return
+        self._next_report = now + self.progress_every_s
+        p = self.progress()
+        eta = "unknown" if p["eta_s"] is None else f"{p['eta_s']:.0f} s"
+        log.info(
+            "replay: %.1f%% of %d bytes read, %d trades applied, replay clock %s, "
+            "about %s left at speed %s",
+            100 * p["done"], p["bytes_total"], p["applied"], p["clock_utc"], eta, self.speed,
+        )  # fmt: skip
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -312,12 +333,17 @@ class ReplayFeed:
             self.clock.run(1.0)
         self._done.set()
         if self.error is not None:
-            log.error("replay stopped after %d trades: %s", self.applied, self.error)
+            log.error("replay stopped by a bad row after %d trades: %s", self.applied, self.error)
         else:
             last = self.last.time_ms if self.last else None
             log.info("replay finished: %d trades, the last at %s", self.applied, last)
 
+    def _begin(self) -> None:
+        self._started_at = self.monotonic()
+        self._next_report = self._started_at + self.progress_every_s
+
     async def _run_max(self, book: PriceBook) -> None:
+        self._begin()
         while True:
             ticks = self._take(self.batch)
             if ticks:
@@ -325,12 +351,14 @@ class ReplayFeed:
                 self.clock.hold(ticks[-1].time_ms)
             if self.error is not None or self.source.exhausted and not self._ahead:
                 break
+            self._report()
             await asyncio.sleep(0)
         self._finish()
 
     async def _run_paced(self, book: PriceBook, speed: float) -> None:
         clock = self.clock
         rate = speed * 1000.0  # replay ms per second
+        self._begin()
         nxt = self._peek()
         clock.run(speed, cap_ms=nxt.time_ms if nxt else None)
         while nxt is not None:
@@ -344,8 +372,10 @@ class ReplayFeed:
             if nxt is None:
                 break
             clock.cap(nxt.time_ms)
+            self._report()
             delay = 0.0 if len(due) >= self.batch else (nxt.time_ms - now) / rate
-            await asyncio.sleep(min(delay, 60.0))  # re-checked at least every minute
+            # Re-checked at least every progress period, so the progress lines keep coming.
+            await asyncio.sleep(min(delay, 60.0, self.progress_every_s))
         self._finish()
 
     def _peek(self) -> Tick | None:

@@ -1,0 +1,418 @@
+"""Recording applied trades as Binance's daily aggTrades files, which a replay plays back.
+
+Layout and format are those of data.binance.vision (binance/binance-public-data README,
+"FUTURES" → "AggTrades" and "CHECKSUM"):
+``DIR/futures/um/daily/aggTrades/<SYMBOL>/<SYMBOL>-aggTrades-<YYYY-MM-DD>.csv`` with the header
+``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker``,
+numbers as the shortest decimal with one fraction digit at least (``97000.1``), booleans
+``true``/``false``. A finished day becomes ``<name>.zip`` holding the CSV, with
+``<name>.zip.CHECKSUM`` in ``sha256sum`` format beside it, and the CSV is removed.
+
+Theory of operation
+-------------------
+* Rows are buffered per file (as tuples: the text of all of them is made at once, by one
+  ``orjson.dumps``) and written at least every :data:`FLUSH_S` seconds, and
+  at once when :data:`MAX_BUFFER_ROWS` are buffered: memory is bounded whatever the rate.
+  A write hands whole lines to the OS, so a SIGKILL loses at most the last second.
+* The days of a symbol only move forward (the mirror applies a trade only if not older
+  than the symbol's last), so a row for a later day closes the symbol's file; a file whose
+  day has been over for :data:`FINISH_GRACE_MS` by the service clock is closed too. A
+  closed day is zipped (temporary file, fsync, rename), its checksum written the same way,
+  then the CSV removed; a CSV of a past day found at start (a crash in between) is zipped
+  again from the CSV, which stays the source until its zip is complete. A row for a day
+  already finished is dropped and counted (``late``): a zip is never reopened.
+* Restart: before the first row of a symbol, its newest CSV is opened, a torn last line
+  (no newline: the process died mid-write) is cut off, and the last aggregate id read back;
+  rows with an id not above it are dropped, so nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from operator import itemgetter
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ..clock import Clock
+from ..models import Tick
+
+log = logging.getLogger("tickerd.feeds.recording")
+
+HEADER = b"agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
+SUBDIR = ("futures", "um", "daily", "aggTrades")
+FLUSH_S = 0.5  # seconds between writes of buffered rows (the bound is one second)
+MAX_BUFFER_ROWS = 16_384  # buffered rows over all files (about 2 MB) before a write at once
+MAX_DECIMALS_CACHED = 1 << 16  # distinct price and quantity texts remembered
+FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for late rows
+MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
+DAY_MS = 86_400_000
+_TAIL_BYTES = 64 * 1024
+_FIELD_NAMES = ("a", "p", "q", "f", "l", "T", "m")
+_FIELDS = itemgetter(*_FIELD_NAMES)
+_INTS = frozenset((int,))
+_STRS = frozenset((str,))
+_BOOLS = frozenset((bool,))
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_NAME_RE = re.compile(r"(?P<symbol>[A-Z0-9_]+)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})\.csv")
+
+
+def day_of(time_ms: int) -> str:
+    """The UTC day (ISO date) of ``time_ms``."""
+    return datetime.fromtimestamp(time_ms / 1000, UTC).date().isoformat()
+
+
+def decimal_text(value: object) -> str:
+    """A received price or quantity as the files print it (:func:`shortest`); a text Decimal
+    reads but the files do not (``9.7E4``) is printed fixed-point; anything else is "0.0"."""
+    if isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value):
+        return shortest(value)
+    try:
+        number = Decimal(value) if isinstance(value, str) else None
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number < 0:
+        return "0.0"
+    return shortest(format(number, "f"))
+
+
+def _int_or(value: object, default: int) -> int:
+    return value if type(value) is int else default
+
+
+def shortest(text: str) -> str:
+    """A decimal string as Binance's files print it: no trailing zeros, one fraction digit
+    at least (``"97000.10"`` → ``"97000.1"``, ``"3"`` → ``"3.0"``)."""
+    if "." not in text:
+        return text + ".0"
+    text = text.rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+@dataclass(eq=False, slots=True)
+class _File:
+    symbol: str
+    day: str
+    path: Path
+    handle: IO[bytes]
+    start: int  # the day's first ms
+    end: int  # the next day's first ms
+    last_id: int  # the last aggregate id written or buffered for the symbol
+    # Buffered rows, not yet written: (a, p, q, f, l, T, m) as received.
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class TradeRecorder:
+    """Writes every recorded trade under ``root`` (see the module docstring).
+
+    ``clock`` is the service clock (for closing files of days that are over); call
+    :meth:`tick` at least every :data:`FLUSH_S` seconds and :meth:`close` at the end.
+    """
+
+    def __init__(self, root: str | Path, clock: Clock) -> None:
+        self.root = Path(root)
+        self.clock = clock
+        self.rows = 0  # rows written
+        self.duplicates = 0  # rows dropped: id not above the last written
+        self.late = 0  # rows dropped: their day's file was finished already
+        self.files_finished = 0
+        self._files: dict[str, _File] = {}
+        self._last_id: dict[str, int] = {}
+        self._buffered = 0  # rows
+        # A price or quantity text as received -> its shortest form, ready for orjson.
+        self._decimals: dict[str, orjson.Fragment] = {}
+        self.pending: list[Path] = []  # closed CSVs of finished days, to zip
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"--record {root}: cannot create {self.base}: {exc}") from exc
+        self._finish_leftovers()
+
+    @property
+    def base(self) -> Path:
+        """``root/futures/um/daily/aggTrades``."""
+        return self.root.joinpath(*SUBDIR)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record_event(self, tick: Tick, event: Mapping[str, Any]) -> None:
+        """Record an applied aggTrade event (the mirror has checked ``a`` and ``T``).
+
+        It runs once per mirrored trade, so it only checks the day and the id and keeps the
+        event's fields as they are; they are checked and printed at :meth:`flush`, all rows
+        at once.
+        """
+        symbol, _, t = tick
+        f = self._files.get(symbol)
+        if f is None or not f.start <= t < f.end:
+            if f is not None and t < f.start:
+                self.duplicates += 1
+                return
+            f = self._open(symbol, t)
+            if f is None:
+                self.late += 1
+                return
+        agg: int = event["a"]
+        if agg <= f.last_id:
+            self.duplicates += 1
+            return
+        f.last_id = agg
+        try:
+            # A tuple of the fields (made in C), not the event: a tuple of numbers and
+            # strings leaves the garbage collector's lists, a buffered dict would not.
+            f.events.append(_FIELDS(event))
+        except KeyError:  # an event without one of the fields
+            f.events.append(tuple(map(event.get, _FIELD_NAMES)))
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFER_ROWS:
+            self.flush()
+
+    def record(
+        self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
+    ) -> None:
+        """Buffer one row; rows whose id is not above the symbol's last are dropped."""
+        f = self._file_for(tick)
+        if f is None:
+            return
+        if agg_id <= f.last_id:
+            self.duplicates += 1
+            return
+        f.last_id = agg_id
+        f.events.append((agg_id, tick.price, quantity, first_id, last_id, tick.time_ms, maker))
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFER_ROWS:
+            self.flush()
+
+    def record_tick(self, tick: Tick) -> None:
+        """Buffer a tick that came without trade details (the push ingest): its aggregate id
+        is the symbol's last plus one, quantity ``0.0``, trade ids the aggregate id."""
+        f = self._file_for(tick)
+        if f is None:
+            return
+        agg = max(f.last_id, 0) + 1
+        self.record(tick, agg, "0", agg, agg, False)
+
+    def _file_for(self, tick: Tick) -> _File | None:
+        f = self._files.get(tick.symbol)
+        t = tick.time_ms
+        if f is None or not f.start <= t < f.end:
+            if f is not None and t < f.start:
+                self.duplicates += 1  # a symbol's days only move forward; never reopen one
+                return None
+            f = self._open(tick.symbol, t)
+            if f is None:
+                self.late += 1
+        return f
+
+    def flush(self) -> None:
+        """Write every buffered row (whole lines) to its file."""
+        for f in self._files.values():
+            if f.events:
+                self._write(f)
+        self._buffered = 0
+
+    def _write(self, f: _File) -> None:
+        events = f.events
+        f.events = []
+        ids, prices, qtys, firsts, lasts, times, makers = zip(*events, strict=True)
+        if not _STRS.issuperset(map(type, qtys)):  # a quantity missing or not a string
+            qtys = tuple(q if type(q) is str else "0" for q in qtys)
+        decimals = self._decimals
+        missing = (set(prices) | set(qtys)).difference(decimals)
+        if missing:
+            if len(decimals) + len(missing) > MAX_DECIMALS_CACHED:
+                decimals.clear()
+                missing = set(prices) | set(qtys)
+            decimals.update(
+                (text, orjson.Fragment(decimal_text(text).encode("ascii"))) for text in missing
+            )
+        shown = decimals.__getitem__
+        # Ids the upstream left out or sent as something else: the row's aggregate id.
+        if not _INTS.issuperset(map(type, firsts)):
+            firsts = tuple(map(_int_or, firsts, ids))
+        if not _INTS.issuperset(map(type, lasts)):
+            lasts = tuple(map(_int_or, lasts, ids))
+        if not _BOOLS.issuperset(map(type, makers)):
+            makers = tuple(m is True for m in makers)
+        table = list(zip(ids, map(shown, prices), map(shown, qtys), firsts, lasts, times, makers))
+        # orjson prints the rows as [[1,97000.1,0.01,1,1,1704067200000,true],...] (the
+        # decimals are pre-printed fragments): the CSV is that without the brackets.
+        text = orjson.dumps(table)[2:-2].replace(b"],[", b"\n")
+        f.handle.write(text + b"\n")
+        f.handle.flush()
+        self.rows += len(events)
+
+    def tick(self) -> None:
+        """Flush, then close and zip the files of days over by :data:`FINISH_GRACE_MS`."""
+        self.flush()
+        now = self.clock.now_ms()
+        over = day_of(now - FINISH_GRACE_MS)
+        for symbol, f in list(self._files.items()):
+            if f.day < over:
+                self._finish(symbol)
+
+    async def run(self) -> None:
+        """Flush every :data:`FLUSH_S` seconds and zip finished days in a worker thread
+        (a day of a busy symbol is tens of MB: not on the event loop)."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            self.tick()
+            while self.pending:
+                path = self.pending.pop(0)
+                await asyncio.to_thread(self._zip, path)
+
+    def close(self) -> None:
+        """Flush and close every file (today's stay CSVs; finished days are zipped)."""
+        self.tick()
+        for f in self._files.values():
+            self._last_id[f.symbol] = f.last_id
+            f.handle.close()
+        self._files.clear()
+        while self.pending:
+            self._zip(self.pending.pop(0))
+
+    def _zip(self, path: Path) -> None:
+        try:
+            zip_day(path)
+        except OSError as exc:  # the CSV stays; the next start zips it
+            log.error("recording: cannot zip %s: %s", path, exc)
+            return
+        self.files_finished += 1
+        log.info("recording: finished %s", path.with_suffix(".zip"))
+
+    def status(self) -> dict[str, Any]:
+        """Counters for ``/healthz``."""
+        return {
+            "dir": str(self.root),
+            "rows": self.rows,
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "open_files": len(self._files),
+            "files_finished": self.files_finished,
+        }
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _open(self, symbol: str, time_ms: int) -> _File | None:
+        """The symbol's file of the day of ``time_ms``; None (the row is late) when that day
+        has been finished already."""
+        start = time_ms - time_ms % DAY_MS
+        day = day_of(start)
+        stem = f"{symbol}-aggTrades-{day}"
+        if (self.base / symbol / f"{stem}.zip").exists() or any(
+            p.stem == stem for p in self.pending
+        ):
+            return None
+        if symbol in self._files:
+            self._finish(symbol)  # a later day: the symbol's days only move forward
+        elif len(self._files) >= MAX_OPEN_FILES:
+            self.flush()
+            oldest = self._files.pop(next(iter(self._files)))
+            self._last_id[oldest.symbol] = oldest.last_id
+            oldest.handle.close()  # flushed above  # reopened (appended) when it trades
+        folder = self.base / symbol
+        folder.mkdir(parents=True, exist_ok=True)
+        if symbol not in self._last_id:
+            self._last_id[symbol] = _last_id_in(folder, symbol)
+        path = folder / f"{symbol}-aggTrades-{day}.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            _repair(path)
+        handle = open(path, "ab")  # noqa: SIM115 - kept open across calls, closed in _finish
+        if new:
+            handle.write(HEADER)
+            handle.flush()
+        f = _File(symbol, day, path, handle, start, start + DAY_MS, self._last_id[symbol])
+        self._files[symbol] = f
+        return f
+
+    def _finish(self, symbol: str) -> None:
+        f = self._files.pop(symbol)
+        self._last_id[symbol] = f.last_id
+        if f.events:
+            self._buffered -= len(f.events)
+            self._write(f)
+        f.handle.close()
+        self.pending.append(f.path)
+
+    def _finish_leftovers(self) -> None:
+        """Zip the CSVs of past days left by an earlier run (a crash before the zip)."""
+        today = day_of(self.clock.now_ms() - FINISH_GRACE_MS)
+        for path in sorted(self.base.glob("*/*-aggTrades-*.csv")):
+            m = _NAME_RE.fullmatch(path.name)
+            if m and m["day"] < today:
+                _repair(path)
+                self.pending.append(path)  # left by an earlier run
+
+
+def zip_day(csv_path: Path) -> Path:
+    """``X.csv`` → ``X.zip`` (holding ``X.csv``) and ``X.zip.CHECKSUM``; removes the CSV."""
+    zip_path = csv_path.with_suffix(".zip")
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(csv_path, csv_path.name)
+    _fsync(tmp)
+    os.replace(tmp, zip_path)
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    side = zip_path.with_name(zip_path.name + ".CHECKSUM")
+    side_tmp = side.with_name(side.name + ".tmp")
+    side_tmp.write_text(f"{digest}  {zip_path.name}\n", encoding="ascii")
+    _fsync(side_tmp)
+    os.replace(side_tmp, side)
+    csv_path.unlink()
+    return zip_path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair(path: Path) -> None:
+    """Cut a torn last line (one without its newline) off ``path``."""
+    size = path.stat().st_size
+    with open(path, "rb+") as f:
+        f.seek(max(0, size - _TAIL_BYTES))
+        tail = f.read()
+        if not tail or tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+        f.truncate(keep)
+        log.warning("recording: cut a torn last line off %s (%d bytes)", path, size - keep)
+    if keep == 0:
+        path.write_bytes(HEADER)
+
+
+def _last_id_in(folder: Path, symbol: str) -> int:
+    """The aggregate id of the last complete row of the symbol's newest file, or -1."""
+    csvs = sorted(folder.glob(f"{symbol}-aggTrades-*.csv"))
+    zips = sorted(folder.glob(f"{symbol}-aggTrades-*.zip"))
+    newest_csv = csvs[-1] if csvs else None
+    newest_zip = zips[-1] if zips else None
+    if newest_csv is not None and (newest_zip is None or newest_csv.stem >= newest_zip.stem):
+        _repair(newest_csv)
+        data = newest_csv.read_bytes()[-_TAIL_BYTES:]
+    elif newest_zip is not None:
+        with zipfile.ZipFile(newest_zip) as zf, zf.open(newest_zip.stem + ".csv") as member:
+            data = member.read()[-_TAIL_BYTES:]
+    else:
+        return -1
+    for line in reversed(data.split(b"\n")):
+        head = line.split(b",", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return -1
