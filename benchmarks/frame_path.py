@@ -19,7 +19,9 @@ from typing import Any
 
 from tickerd import PriceBook, Protocol, RateLimiter, SymbolUniverse
 from tickerd.clock import SystemClock
+from tickerd.faults import LatencyFault, Target
 from tickerd.transport import ws as wsmod
+from tickerd.transport.faults import FaultInjector
 
 
 class _Transport(asyncio.Transport):
@@ -72,19 +74,8 @@ async def main(faults: bool, rounds_arg: int = 0, batch_arg: int = 1) -> None:
     book = PriceBook(SymbolUniverse.default())
     book.apply([book.make_tick("BTCUSDT", "97000.1", 1_700_000_000_000)])
     protocol = Protocol(book, RateLimiter(10**15))
-    if hasattr(wsmod, "WSOptions"):
-        server = wsmod.WSServer(protocol, SystemClock(), wsmod.WSOptions())
-    else:
-        from tickerd.config import Settings
-
-        server = wsmod.WSServer(protocol, SystemClock(), Settings())
+    server = wsmod.WSServer(protocol, SystemClock(), wsmod.WSOptions())
     if faults:
-        from tickerd.transport.faults import FaultInjector
-
-        try:
-            from tickerd.faults import LatencyFault, Target
-        except ImportError:
-            from tickerd.transport.faults import LatencyFault, Target  # type: ignore[no-redef]
         injector = FaultInjector(SystemClock(), protocol.limiter)
         injector.bind(server, None)
     listener = socket.create_server(("127.0.0.1", 0))

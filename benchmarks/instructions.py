@@ -10,8 +10,10 @@ req/s figures swing with whatever else the machine does; instruction counts do n
 same binary, inputs and environment give the same count, whatever runs beside it). Use this
 to judge a hot-path change: run it before and after, on the same machine.
 
-Each server (``tickerd serve --tick-rate 0`` and ``benchmarks/stack_servers.py echo``, the
-transport with no protocol) runs under ``valgrind --tool=callgrind`` with a fixed
+Each server (``tickerd serve --tick-rate 0``, ``benchmarks/stack_servers.py echo``, the
+transport with no protocol, and ``tickerd-faults-cleared``: tickerd with its control plane,
+where a latency fault was armed and cleared before counting, so its ratio to ``tickerd``
+is what a fault leaves behind on the frame path) runs under ``valgrind --tool=callgrind`` with a fixed
 ``PYTHONHASHSEED``. The client here opens every connection and warms the server up first,
 then zeroes callgrind's counters (``callgrind_control -z``), sends exactly ``--requests``
 ``ticker.price`` requests, verifies every reply (its id, ``"status":200`` for tickerd), and
@@ -36,12 +38,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180.0  # a Python start-up under valgrind is ~50x slower than native
 IO_TIMEOUT_S = 60.0
 SYMBOLS = (b"BTCUSDT", b"ETHUSDT", b"SOLUSDT", b"XRPUSDT")
+# tickerd as benchmarked, the transport alone, and tickerd after a fault was armed and cleared.
+SERVERS = ("tickerd", "echo", "tickerd-faults-cleared")
+CONTROL_TOKEN = "instructions-benchmark"  # the control plane listens on loopback only
 
 
 def free_port() -> int:
@@ -50,22 +57,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_argv(kind: str, port: int) -> list[str]:
+def server_argv(kind: str, port: int, side_port: int) -> list[str]:
+    """The command line of one measured server; ``side_port`` for its control plane."""
     if kind == "echo":
         return [sys.executable, str(ROOT / "benchmarks" / "stack_servers.py"), "echo",
                 "--port", str(port)]  # fmt: skip
-    return [sys.executable, "-m", "tickerd", "serve", "--port", str(port), "--rest-port", "-1",
+    argv = [sys.executable, "-m", "tickerd", "serve", "--port", str(port), "--rest-port", "-1",
             "--tick-rate", "0", "--weight-limit", "1000000000", "--connect-limit", "0",
             "--log-level", "WARNING"]  # fmt: skip
+    if kind == "tickerd-faults-cleared":
+        argv += ["--control-port", str(side_port)]
+    return argv
+
+
+def control(port: int, op: str, body: dict[str, object]) -> None:
+    """One control-plane operation (``POST /control/<op>``); raises unless it answers 200."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/control/{op}", data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {CONTROL_TOKEN}"}, method="POST",
+    )  # fmt: skip
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=IO_TIMEOUT_S) as reply:
+                if reply.status != 200:
+                    raise RuntimeError(f"control {op}: HTTP {reply.status}")
+                return
+        except urllib.error.URLError as exc:  # the control plane may open after the WS port
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def prepare(kind: str, side_port: int) -> None:
+    """Bring a started server into the state its kind measures."""
+    if kind == "tickerd-faults-cleared":
+        # A latency fault swaps the connection's reply slot; clearing it must restore the
+        # unarmed path, so this server should count what "tickerd" counts.
+        control(side_port, "fault/latency", {"ms": 0})
+        control(side_port, "fault/clear", {})
 
 
 def masked_text(payload: bytes) -> bytes:
     """A client text frame (masked with a zero key: the mask is mandatory, not its value)."""
     n = len(payload)
-    if n < 126:
-        head = bytes((0x81, 0x80 | n))
-    else:
-        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    head = bytes((129, 128 | n)) if n < 126 else bytes((129, 128 | 126)) + n.to_bytes(2, "big")
     return head + b"\0\0\0\0" + payload
 
 
@@ -165,12 +201,12 @@ def totals(path: Path) -> int:
 
 
 def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
-    port = free_port()
+    port, side_port = free_port(), free_port()
     out = work / f"{kind}.cg"
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", TICKERD_CONTROL_TOKEN=CONTROL_TOKEN)
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-         *server_argv(kind, port)],
+         *server_argv(kind, port, side_port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -183,6 +219,7 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, float]
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} did not start") from None
                 time.sleep(0.5)
+        prepare(kind, side_port)
         conns = [probe] + [Conn(port, "/ws-fapi/v1") for _ in range(args.conns - 1)]
         check = kind != "echo"
         exchange(conns, args.depth, 20 * args.conns * args.depth, check, 1)  # warm-up
@@ -209,12 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conns", type=int, default=10, help="connections")
     parser.add_argument("--depth", type=int, default=20, help="requests in flight, pipelined")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, from {', '.join(SERVERS)} (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.requests < 1000 or args.conns < 1 or not 1 <= args.depth <= 1000:
         parser.error("--requests >= 1000, --conns >= 1, 1 <= --depth <= 1000")
+    kinds = args.servers.split(",")
+    if not {"tickerd", "echo"} <= set(kinds) <= set(SERVERS):
+        parser.error(f"--servers: tickerd and echo, plus any of {', '.join(SERVERS[2:])}")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="tickerd-instr-") as tmp:
-        for kind in ("tickerd", "echo"):
+        for kind in kinds:
             try:
                 results[kind] = measure(kind, args, Path(tmp))
             except (RuntimeError, AssertionError, OSError, subprocess.SubprocessError) as exc:
@@ -228,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     t, e = results["tickerd"], results["echo"]
     print(f"| tickerd over echo | {t['pipelined'] - e['pipelined']:,.0f} "
           f"| {t['unpipelined'] - e['unpipelined']:,.0f} |")  # fmt: skip
+    for kind in (k for k in kinds if k not in ("tickerd", "echo")):
+        k = results[kind]
+        print(f"| {kind} / tickerd | {k['pipelined'] / t['pipelined']:.4f} "
+              f"| {k['unpipelined'] / t['unpipelined']:.4f} |")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

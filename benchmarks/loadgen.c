@@ -70,12 +70,12 @@
 /* ---------------------------------------------------------------- options, globals */
 
 static struct {
-    const char *host, *path;
+    const char *host, *path, *source;
     int port, conns, k, k_set, busy, spin_us, all, echo, json;
     double rate, dur, warm;
     long min_len;
     long pid;
-} opt = {"127.0.0.1", "/ws-fapi/v1", 9000, 50, 20, 0, 0, 0, 0, 0, 0, 0.0, 3.0, 1.0, 0, 0};
+} opt = {"127.0.0.1", "/ws-fapi/v1", NULL, 9000, 50, 20, 0, 0, 0, 0, 0, 0, 0.0, 3.0, 1.0, 0, 0};
 
 enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_DEAD };
 
@@ -598,6 +598,22 @@ static void conn_launch(conn_t *c)
     ev.data.ptr = c;
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die2("epoll_ctl: %s", strerror(errno));
     c->out_armed = 1;
+    if (opt.source) { /* a source address of our own: a reuseport pin hashes on it */
+        struct sockaddr_storage src;
+        socklen_t len = g_addrlen;
+        memcpy(&src, &g_addr, g_addrlen);
+        if (src.ss_family == AF_INET) {
+            ((struct sockaddr_in *)&src)->sin_port = 0;
+            if (inet_pton(AF_INET, opt.source, &((struct sockaddr_in *)&src)->sin_addr) != 1)
+                die2("-B %s: not an IPv4 address", opt.source);
+        } else {
+            ((struct sockaddr_in6 *)&src)->sin6_port = 0;
+            if (inet_pton(AF_INET6, opt.source, &((struct sockaddr_in6 *)&src)->sin6_addr) != 1)
+                die2("-B %s: not an IPv6 address", opt.source);
+        }
+        if (bind(fd, (struct sockaddr *)&src, len) < 0)
+            die2("bind %s: %s", opt.source, strerror(errno));
+    }
     if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) < 0 && errno != EINPROGRESS)
         die2("connect to %s:%d: %s", opt.host, opt.port, strerror(errno));
     hs_out++;
@@ -746,10 +762,11 @@ static double rusage_secs(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen [-h host] [-p port] [-u path] [-c conns] [-k inflight] [-r rate [-S]]\n"
+            "usage: loadgen [-h host] [-B source] [-p port] [-u path] [-c conns] [-k inflight] [-r rate [-S]]\n"
             "               [-d secs] [-w warmup_secs] [-s SYM1,SYM2] [-m single|all] [-L min_bytes]\n"
             "               [-b spin_us] [-E] [-P server_pid] [-j]\n"
             "  -h host     loopback only (127.0.0.0/8, ::1)       [127.0.0.1]\n"
+            "  -B source   connect from this loopback address     [the kernel's]\n"
             "  -p port                                            [9000]\n"
             "  -u path     WebSocket path                         [/ws-fapi/v1]\n"
             "  -c conns    connections, <= %d                  [50]\n"
@@ -820,9 +837,10 @@ int main(int argc, char **argv)
     struct rlimit rl;
     const char *symarg = "BTCUSDT,ETHUSDT";
 
-    while ((ch = getopt(argc, argv, "h:p:u:c:k:r:Sb:d:w:s:m:L:EP:j")) != -1) {
+    while ((ch = getopt(argc, argv, "h:B:p:u:c:k:r:Sb:d:w:s:m:L:EP:j")) != -1) {
         switch (ch) {
         case 'h': opt.host = optarg; break;
+        case 'B': opt.source = optarg; break;
         case 'p': opt.port = int_arg(optarg, "port", 1, 65535); break;
         case 'u': opt.path = optarg; break;
         case 'c': opt.conns = int_arg(optarg, "connections", 1, MAX_CONNS); break;

@@ -22,6 +22,8 @@ SCENARIOS = [
     "book-updates",
     "replay-parse",
     "generator-ceiling",
+    "mirror-recording",
+    "instructions",
 ]
 
 pytestmark = [
@@ -30,7 +32,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(330)
 def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     done = subprocess.run(
@@ -38,7 +40,7 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # the callgrind counts run in the smoke run too
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -51,3 +53,34 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert {row["scenario"] for row in doc["summary"]} == set(SCENARIOS)
     assert "| scenario | metric | per rep | median |" in md
     assert len(doc["reps"]) == 1
+    rep = doc["reps"][0]
+    for counted in ("mirror-recording", "instructions"):
+        status = rep[counted]["status"]
+        if shutil.which("valgrind") is None:
+            assert status == "not measured: valgrind missing"
+            assert f"{status}." in md
+        else:
+            assert status.startswith("measured"), status
+    replay = rep["replay-parse"]
+    assert replay["rows"] == 100_000 and replay["rows_per_s"] > 0
+    assert replay["symbols"] == "BTCUSDT, ETHUSDT, DOGEUSDT, 1000BONKUSDT"
+    assert "## Instruction counts (callgrind)" in md
+
+
+def test_callgrind_rows_say_not_measured_without_valgrind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness import callgrind
+        from harness.report import md_callgrind
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(callgrind.shutil, "which", lambda name: None)
+    rep = {
+        "mirror-recording": callgrind.mirror_recording(tmp_path, 1000),
+        "instructions": callgrind.instructions(tmp_path, quick=True),
+    }
+    assert rep["mirror-recording"] == {"status": "not measured: valgrind missing"}
+    assert rep["instructions"] == {"status": "not measured: valgrind missing"}
+    assert md_callgrind(rep).count("not measured: valgrind missing.") == 2

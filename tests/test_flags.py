@@ -86,6 +86,18 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "log_format": [("xml", "one of text, json"), ("", "one of")],
     "ops_host": [("bad host", "host name")],
     "ops_port": [("-2", "from -1 to 65535 (0: any free port, -1: off)"), ("65536", "to 65535")],
+    "workers": [("0", "from 1 to 1024 or auto"), ("1025", "to 1024"), ("2.5", "an integer"),
+                ("many", "or auto"), ("", "an integer")],
+    "redis": [("nonsense", "redis:// or rediss:// URL with a host, or unix://"),
+              ("http://h:6379", "redis:// or rediss://"), ("redis://", "with a host"),
+              ("redis://h:99999/0", "Port out of range"), ("unix://sock", "a socket path"),
+              ("redis://h:0/0", "port 0")],
+    "redis_prefix": [("has space", "no spaces"), ("tickerd:*", "no * ? [ ]"),
+                     ("", "1 to 64"), ("x" * 65, "1 to 64")],
+    "feed_lease_ms": [("0", "from 300 to 600000 ms"), ("299", "from 300"), ("600001", "to 600000"),
+                      ("1.5", "an integer")],
+    "trusted_proxy": [("10.0.0.0/8,banana", "'banana' is not an IP address or CIDR"),
+                      ("10.0.0.0/8,,::1", "no empty item"), ("10.0.0.0/33", "not an IP address")],
 }  # fmt: skip
 
 #: setting -> good texts and the value each gives.
@@ -105,6 +117,18 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
     "mirror_rest_url": [("http://127.0.0.1:8080", "http://127.0.0.1:8080")],
     "mirror_stream_url": [("ws://[::1]:9/market", "ws://[::1]:9/market")],
     "control_token": [("s3cret-._~+/==", "s3cret-._~+/==")],
+    "workers": [("AUTO", "auto"), ("1024", "1024"), ("02", "2")],
+    "redis": [
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+        ("rediss://[::1]:6380", "rediss://[::1]:6380"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+    "redis_prefix": [("app:{tickerd}/", "app:{tickerd}/")],
+    "feed_lease_ms": [("300", 300), ("600000", 600_000)],
+    "trusted_proxy": [
+        ("10.0.1.0/24, 192.168.1.1", "10.0.1.0/24,192.168.1.1"),
+        ("::1,fd00::/8", "::1,fd00::/8"),
+    ],
 }
 
 
@@ -133,7 +157,7 @@ def test_every_setting_has_rules_and_bad_values() -> None:
         assert declared[name].get("group") in GROUPS, f"{name}: no group (use config.setting)"
         assert declared[name].get("kind") in KINDS, f"{name}: no kind (use config.setting)"
         assert rules.get("help"), name
-        if rules["kind"] in ("int", "float", "speed"):
+        if rules["kind"] in ("int", "float", "speed", "count"):
             assert rules["min"] <= rules["max"], name
         assert BAD.get(name), f"{name}: no bad values in the table"
     assert set(BAD) == set(setting_rules())
@@ -143,7 +167,8 @@ def test_defaults_and_good_values_are_accepted() -> None:
     assert resolve({}, {}).settings == Settings()
     for name, cases in GOOD.items():
         for text, value in cases:
-            flags = {"feed": "synthetic,replay,mirror,push", "store": "p.db", "control_port": "0"}
+            flags = {"feed": "synthetic,replay,mirror,push", "store": "p.db", "control_port": "0",
+                     "redis": "redis://127.0.0.1:6379/0"}  # fmt: skip
             got = resolve({**flags, name: text}, {}).settings
             assert getattr(got, name) == value, (name, text)  # fmt: skip
 
@@ -238,6 +263,7 @@ def test_a_flag_wins_over_its_variable_and_an_empty_variable_is_unset() -> None:
         (["--store-flush-interval", "5"], "--store-flush-interval means nothing without --store"),
         (["--control-token", "t"], "--control-token means nothing without --control-port"),
         (["--control-host", "0.0.0.0"], "--control-host means nothing without --control-port"),
+        (["--redis-prefix", "app:"], "--redis-prefix means nothing without --redis"),
     ],
 )  # fmt: skip
 def test_a_flag_without_what_it_needs_is_refused(args: list[str], message: str) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .book import PriceBook
 from .clock import Clock, ControlledClock, SystemClock
@@ -20,6 +21,7 @@ from .control.errors import ControlError
 from .control.hooks import FaultInjector
 from .control.runtime import Control
 from .control.scenario import load_scenario
+from .errors import TickerdError
 from .feeds import Feed, FeedRegistry, FeedState, build_feeds
 from .health import FeedHealth, assess
 from .limit_log import LimitLog
@@ -34,6 +36,10 @@ from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.ws import WSOptions, WSServer
 from .validation import check_settings
+
+if TYPE_CHECKING:
+    from .cluster.node import ClusterNode
+    from .cluster.proxy_gate import ClientResolver
 
 log = logging.getLogger("tickerd.server")
 
@@ -51,9 +57,15 @@ class Service:
         clock: Clock | None = None,
         universe: SymbolUniverse | None = None,
         feeds: list[Feed] | None = None,
+        sockets: dict[str, Any] | None = None,
+        worker: int | None = None,
     ) -> None:
         check_settings(settings)  # the rules of the flags, for Settings built in Python
         self.settings = settings
+        # --workers: the listening sockets the supervisor hands over ("ws", "rest"), and
+        # which worker this is (shown on /healthz).
+        self.sockets = sockets or {}
+        self.worker = worker
         # Refused before anything is built: a control port without a token.
         if settings.control_port >= 0 and not settings.control_token:
             raise ControlError("the control plane needs a token: set --control-token")
@@ -69,7 +81,12 @@ class Service:
             )
         self.universe = universe
         self.book = PriceBook(universe)
-        self.limiter = RateLimiter(settings.weight_limit, listener=LimitLog())
+        # -- cluster hook: --redis swaps in the shared limiter, the book bus, the feed lease
+        self.cluster = _cluster_node(settings, self.book, self.controlled_clock)
+        self.proxies = _client_resolver(settings)  # --trusted-proxy
+        # -- end of the cluster hook
+        self.limiter = self.cluster.limiter if self.cluster else RateLimiter(settings.weight_limit)
+        self.limiter.listener = LimitLog()
         self.protocol = Protocol(self.book, self.limiter)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
         self.rest = RestApi(self.book, self.limiter, universe)
@@ -106,6 +123,9 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._started: list[Feed] = []
         self._failures: dict[str, str] = {}  # feed name → why its task died
+        if self.cluster is not None:
+            self.cluster.clock = self.clock
+            self.cluster.bind(self.control, self._start_feeds_owned, self._stop_feeds)
 
     @property
     def feeds(self) -> list[Feed]:
@@ -135,8 +155,13 @@ class Service:
         """What ``GET /healthz`` answers on the WebSocket and REST ports: 200 or 503 and
         the document (see :mod:`tickerd.health`)."""
         feeds = [FeedHealth(f.name, self._feed_status(f), self._priced(f)) for f in self.registry]
+        if self.cluster is not None:
+            feeds = self.cluster.health_feeds(feeds)
         connections = len(self.ws.connections) if self.ws else 0
-        return assess(feeds, symbols=len(self.book), connections=connections)
+        status, doc = assess(feeds, symbols=len(self.book), connections=connections)
+        if self.worker is not None:
+            doc["worker"] = {"index": self.worker, "pid": os.getpid()}
+        return status, doc
 
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` document alone."""
@@ -183,24 +208,28 @@ class Service:
             self.store.attach(self.book)
             summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
         self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
-        for feed in self.registry:
-            feed.prime(self.book)
-        for feed in self.registry:
-            # Before the port opens (push binds its port, the mirror fetches a first
-            # snapshot); an exception here aborts the start.
-            self._started.append(feed)
-            await feed.start(self.book)
-        for feed in self.registry:
-            self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
-            summary.append(f"tickerd feed {feed.name}: {self._describe(feed)}")
-        self.ws = WSServer(self.protocol, self.clock, ws_options(s), health=self.health_report)
-        await self.ws.start()
+        if self.cluster is None:
+            await self._start_feeds(summary)
+        else:  # the feeds start where the cluster's feed lease is held
+            await self.cluster.start()
+        self.ws = WSServer(
+            self.protocol,
+            self.clock,
+            ws_options(s, self.sockets.get("ws")),
+            health=self.health_report,
+        )
         if s.rest_port >= 0:
-            http = HTTPServer(
-                self.rest, self.clock, RestOptions(s.host, s.rest_port), health=self.health_report
+            self.http = HTTPServer(
+                self.rest,
+                self.clock,
+                RestOptions(s.host, s.rest_port, self.sockets.get("rest")),
+                health=self.health_report,
             )
-            await http.start()
-            self.http = http
+        if self.proxies is not None:
+            self._trust_proxies(self.ws, self.http)
+        await self.ws.start()
+        if self.http is not None:
+            await self.http.start()
             # Logged before the WS line: once "tickerd ready" appears, both are up.
             log.info("tickerd REST ready: %s", self.rest_url)
         await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
@@ -218,6 +247,52 @@ class Service:
             log.info("%s", line)
         served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
         log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
+
+    async def _start_feeds(self, summary: list[str]) -> None:
+        for feed in self.registry:
+            feed.prime(self.book)
+        for feed in self.registry:
+            # Before the port opens (push binds its port, the mirror fetches a first
+            # snapshot); an exception here aborts the start.
+            self._started.append(feed)
+            await feed.start(self.book)
+        for feed in self.registry:
+            self._tasks.append(asyncio.create_task(self._run_feed(feed), name=feed.name))
+            summary.append(f"tickerd feed {feed.name}: {self._describe(feed)}")
+
+    async def _start_feeds_owned(self) -> None:
+        """Start the feeds on the member holding the cluster's feed lease."""
+        summary: list[str] = []
+        try:
+            await self._start_feeds(summary)
+        except Exception:
+            log.exception("the feeds did not start here")
+            await self._stop_feeds()
+            return
+        for line in summary:
+            log.info("%s", line)
+
+    async def _stop_feeds(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for feed in reversed(self._started):
+            try:
+                await feed.stop()
+            except Exception:
+                log.exception("feed %s did not stop cleanly", feed.name)
+        self._started.clear()
+
+    def _trust_proxies(self, *servers: WSServer | HTTPServer | None) -> None:
+        from .cluster.proxy_gate import gated
+
+        resolver = self.proxies
+        assert resolver is not None
+        for server in servers:
+            if server is not None:
+                server.client_of = resolver.client_of
+                server.wrap = lambda factory: gated(factory, resolver)
 
     def _describe(self, feed: Feed) -> str:
         symbols = feed.symbols
@@ -238,16 +313,9 @@ class Service:
             await self.http.stop()
         if self.ws is not None:
             await self.ws.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        for feed in reversed(self._started):
-            try:
-                await feed.stop()
-            except Exception:
-                log.exception("feed %s did not stop cleanly", feed.name)
-        self._started.clear()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        await self._stop_feeds()
         if self.store is not None:
             await self.store.close()  # the last flush: a clean stop loses nothing
 
@@ -279,10 +347,47 @@ class Service:
             await self.stop()
 
 
-def ws_options(settings: Settings) -> WSOptions:
-    """The WebSocket API server's options, from the settings."""
+def _cluster_node(settings: Settings, book: PriceBook, clock: Clock) -> ClusterNode | None:
+    """The cluster member of ``--redis``, or None (no Redis import without it)."""
+    if not settings.redis:
+        return None
+    try:
+        from .cluster.node import ClusterNode, NodeOptions
+    except ImportError as exc:
+        raise TickerdError(
+            f"--redis needs the cluster extra (pip install 'tickerd[cluster]'): {exc}"
+        ) from None
+    options = NodeOptions(
+        settings.redis,
+        settings.weight_limit,
+        feed_lease_ms=settings.feed_lease_ms,
+        prefix=settings.redis_prefix,
+    )
+    try:
+        return ClusterNode(options, book, clock)
+    except ValueError as exc:  # redis-py's word on a malformed URL
+        raise TickerdError(f"--redis: {exc}") from None
+
+
+def _client_resolver(settings: Settings) -> ClientResolver | None:
+    """The ``--trusted-proxy`` rules, or None."""
+    if not settings.trusted_proxy:
+        return None
+    from .cluster.proxy import TrustedProxies, parse_networks
+    from .cluster.proxy_gate import ClientResolver
+
+    try:
+        return ClientResolver(TrustedProxies(parse_networks(settings.trusted_proxy)))
+    except ValueError as exc:
+        raise TickerdError(str(exc)) from None
+
+
+def ws_options(settings: Settings, sock: Any = None) -> WSOptions:
+    """The WebSocket API server's options, from the settings (``sock``: a listening
+    socket handed over by a supervisor)."""
     s = settings
     return WSOptions(
+        sock=sock,
         host=s.host,
         port=s.port,
         path=s.path,

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +35,7 @@ _METAVARS = {
     "float": "N", "int": "N", "choice": "LEVEL", "list": "NAMES", "symbols": "SYMBOLS",
     "host": "HOST", "path": "PATH", "url": "URL", "file": "FILE", "paths": "PATHS",
     "dbfile": "FILE", "token": "TOKEN", "speed": "SPEED", "str": "TEXT", "proxy": "URL",
-    "folder": "FOLDER",
+    "folder": "FOLDER", "count": "N", "redis": "URL", "networks": "CIDRS", "keyprefix": "PREFIX",
 }  # fmt: skip
 _UNIT_METAVARS = {"s": "SECONDS", "bytes": "BYTES", "ticks/s": "RATE"}
 
@@ -136,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolved.settings
         from .ops.logs import configure_logging
 
-        configure_logging(settings.log_level, settings.log_format)  # ops: text or json
+        # ops: text or json; set before --workers forks, so the workers log the same way
+        configure_logging(settings.log_level, settings.log_format)
+        if settings.workers != "1":  # --workers: a supervisor forks the workers
+            return _supervise(settings)
         from .app import Service
 
         try:
@@ -158,6 +163,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_command(args)
     return 2
+
+
+def _supervise(settings: Settings) -> int:
+    """``tickerd serve --workers N``: bind the public ports once, run N workers on them."""
+    from .cluster.supervisor import Supervisor, worker_count
+
+    try:
+        n = worker_count(settings.workers)
+    except ValueError as exc:
+        print(f"tickerd: {exc}", file=sys.stderr)
+        return 2
+    if (
+        n > 1
+        and not settings.redis
+        and (settings.control_port >= 0 or "push" in settings.feed.split(","))
+    ):
+        print(
+            "tickerd: --workers with the control plane or the push feed needs --redis "
+            "(the workers share prices and limits through it)",
+            file=sys.stderr,
+        )
+        return 2
+    ports = {"ws": settings.port}
+    if settings.rest_port >= 0:
+        ports["rest"] = settings.rest_port
+    supervisor = Supervisor(
+        lambda i, socks: _worker(settings, bound, i, socks), n, settings.host, ports
+    )
+    try:
+        bound = supervisor.bind()
+    except OSError as exc:
+        print(f"tickerd: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("tickerd.supervisor").info(
+        "tickerd supervisor: %d workers, WebSocket port %d, REST port %s",
+        n,
+        bound["ws"],
+        bound.get("rest", "off"),
+    )
+    return supervisor.run()
+
+
+def _worker(settings: Settings, ports: dict[str, int], index: int, socks: dict[str, Any]) -> int:
+    from .app import Service
+
+    # Worker 0 alone serves the control plane (its operations reach the others via Redis)
+    # and the ops port.
+    settings = dataclasses.replace(
+        settings,
+        port=ports["ws"],
+        rest_port=ports.get("rest", -1),
+        control_port=settings.control_port if index == 0 else -1,
+        ops_port=settings.ops_port if index == 0 else -1,
+    )
+    try:
+        service = Service(settings, sockets=socks, worker=index)
+        run(service.serve_forever(on_ready=gc.freeze))
+    except (TickerdError, OSError) as exc:
+        print(f"tickerd: worker {index}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .cluster.kinds import CLUSTER_KIND_TEXT, CLUSTER_KINDS
 from .config import REQUIREMENTS, Settings, env_of, flag_of, setting_rules, shown
 from .errors import TickerdError
 
@@ -277,6 +278,7 @@ KINDS: dict[str, Reader] = {
     "token": read_token,
     "speed": read_speed,
     "str": read_str,
+    **CLUSTER_KINDS,
 }
 
 
@@ -293,6 +295,7 @@ KIND_TEXT: dict[str, str] = {
     "folder": "folder (created in an existing one)",
     "token": "RFC 6750 token",
     "str": "text",
+    **CLUSTER_KIND_TEXT,
 }
 
 
@@ -300,9 +303,9 @@ def allowed_text(name: str) -> str:
     """What a setting allows, in a few words (the README's "allowed" column)."""
     rules = setting_rules()[name]
     kind = rules["kind"]
-    if kind in ("int", "float", "speed"):
+    if kind in ("int", "float", "speed", "count"):
         text = f"{shown(rules['min'])}–{shown(rules['max'])}"
-        if kind == "speed":
+        if kind in ("speed", "count"):
             text += ", " + ", ".join(rules["choices"])
         return text
     if kind == "url":

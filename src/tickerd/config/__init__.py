@@ -13,6 +13,7 @@ from functools import cache
 from types import MappingProxyType
 from typing import Any
 
+from .cluster import ClusterSettings
 from .control import ControlSettings
 from .feeds import FeedSettings
 from .limits import LimitSettings
@@ -52,10 +53,16 @@ __all__ = [
 
 # Bases are listed last group first: a dataclass takes its bases' fields in reverse method
 # resolution order, so the fields (and ``--help``) come server, feeds, store, limits, control,
-# ops.
+# cluster, ops.
 @dataclass
 class Settings(
-    OpsSettings, ControlSettings, LimitSettings, StoreSettings, FeedSettings, ServerSettings
+    OpsSettings,
+    ClusterSettings,
+    ControlSettings,
+    LimitSettings,
+    StoreSettings,
+    FeedSettings,
+    ServerSettings,
 ):
     """Everything ``tickerd serve`` can be told. Durations are seconds unless named _ms."""
 

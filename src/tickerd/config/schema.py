@@ -49,6 +49,7 @@ GROUPS: dict[str, str] = {
     "control": "Control",
     "ops": "Ops",
     "tls": "TLS",
+    "cluster": "Cluster",
 }
 
 
@@ -75,6 +76,7 @@ REQUIREMENTS: dict[str, Requirement] = {
     "store": Requirement("--store", lambda s: bool(s.store)),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
     "ops": Requirement("--ops-port", lambda s: s.ops_port >= 0),
+    "redis": Requirement("--redis", lambda s: bool(s.redis)),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .. import weights
@@ -64,6 +65,8 @@ class Control:
         self.scenarios = ScenarioRunner(self.apply)
         self._statuses = {s.symbol: s.status for s in universe}
         self._startup = startup
+        # Cluster hook: called with (op, args, result) after every operation applied here.
+        self.relay: Callable[[str, dict[str, Any], Result], None] | None = None
 
     # -- lifecycle (called by the service) ---------------------------------------------------
 
@@ -85,6 +88,8 @@ class Control:
         kwargs = validate_args(op, args)
         result = OPS[op].run(self, kwargs)
         log.info("control: %s %s", op, json.dumps(kwargs, sort_keys=True))
+        if self.relay is not None:
+            self.relay(op, kwargs, result)
         return result
 
     # -- prices and time -----------------------------------------------------------------

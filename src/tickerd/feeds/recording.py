@@ -58,11 +58,9 @@ FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
 DAY_MS = 86_400_000
 _TAIL_BYTES = 64 * 1024
-_FIELD_NAMES = ("a", "p", "q", "f", "l", "T", "m")
+_FIELD_NAMES = ("p", "q", "f", "l", "m")  # besides "a", and "T" (the tick's time)
 _FIELDS = itemgetter(*_FIELD_NAMES)
-_INTS = frozenset((int,))
-_STRS = frozenset((str,))
-_BOOLS = frozenset((bool,))
+_ZERO = orjson.Fragment(b"0.0")  # a price or quantity that is not a text
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _NAME_RE = re.compile(r"(?P<symbol>[A-Z0-9_]+)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})\.csv")
 
@@ -86,10 +84,6 @@ def decimal_text(value: object) -> str:
     return shortest(format(number, "f"))
 
 
-def _int_or(value: object, default: int) -> int:
-    return value if type(value) is int else default
-
-
 def shortest(text: str) -> str:
     """A decimal string as Binance's files print it: no trailing zeros, one fraction digit
     at least (``"97000.10"`` → ``"97000.1"``, ``"3"`` → ``"3.0"``)."""
@@ -108,7 +102,8 @@ class _File:
     start: int  # the day's first ms
     end: int  # the next day's first ms
     last_id: int  # the last aggregate id written or buffered for the symbol
-    # Buffered rows, not yet written: (a, p, q, f, l, T, m) as received.
+    # Buffered rows, not yet written: (a, p, q, f, l, T, m) ready to print (p and q as
+    # pre-printed fragments; a tuple of numbers leaves the garbage collector's lists).
     events: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -130,7 +125,7 @@ class TradeRecorder:
         self._last_id: dict[str, int] = {}
         self._buffered = 0  # rows
         # A price or quantity text as received -> its shortest form, ready for orjson.
-        self._decimals: dict[str, orjson.Fragment] = {}
+        self._decimals: dict[object, orjson.Fragment] = {}
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:
             self.base.mkdir(parents=True, exist_ok=True)
@@ -148,9 +143,10 @@ class TradeRecorder:
     def record_event(self, tick: Tick, event: Mapping[str, Any]) -> None:
         """Record an applied aggTrade event (the mirror has checked ``a`` and ``T``).
 
-        It runs once per mirrored trade, so it only checks the day and the id and keeps the
-        event's fields as they are; they are checked and printed at :meth:`flush`, all rows
-        at once.
+        It runs once per mirrored trade, so it does with specialised bytecode and C calls
+        what every row needs (the day, the id, a cached printed form of the price and
+        quantity, the odd field replaced) and buffers the row ready to print: :meth:`flush`
+        prints all buffered rows with one ``orjson.dumps``.
         """
         symbol, _, t = tick
         f = self._files.get(symbol)
@@ -168,11 +164,23 @@ class TradeRecorder:
             return
         f.last_id = agg
         try:
-            # A tuple of the fields (made in C), not the event: a tuple of numbers and
-            # strings leaves the garbage collector's lists, a buffered dict would not.
-            f.events.append(_FIELDS(event))
+            p, q, first, last, maker = _FIELDS(event)
         except KeyError:  # an event without one of the fields
-            f.events.append(tuple(map(event.get, _FIELD_NAMES)))
+            p, q, first, last, maker = map(event.get, _FIELD_NAMES)
+        decimals = self._decimals
+        try:  # a text not seen yet, or anything else (printed "0.0"), goes to _decimal
+            price = decimals.get(p) or self._decimal(p)
+            qty = decimals.get(q) or self._decimal(q)
+        except TypeError:  # unhashable: not a text
+            price = decimals.get(p) or self._decimal(p) if type(p) is str else _ZERO
+            qty = decimals.get(q) or self._decimal(q) if type(q) is str else _ZERO
+        if type(first) is not int:
+            first = agg
+        if type(last) is not int:
+            last = agg
+        if type(maker) is not bool:
+            maker = False
+        f.events.append((agg, price, qty, first, last, t, maker))
         self._buffered += 1
         if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
@@ -188,7 +196,13 @@ class TradeRecorder:
             self.duplicates += 1
             return
         f.last_id = agg_id
-        f.events.append((agg_id, tick.price, quantity, first_id, last_id, tick.time_ms, maker))
+        price, qty = tick.price, quantity if type(quantity) is str else "0"
+        f.events.append((
+            agg_id, self._decimals.get(price) or self._decimal(price),
+            self._decimals.get(qty) or self._decimal(qty),
+            first_id if type(first_id) is int else agg_id,
+            last_id if type(last_id) is int else agg_id, tick.time_ms, maker is True,
+        ))  # fmt: skip
         self._buffered += 1
         if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
@@ -201,6 +215,15 @@ class TradeRecorder:
             return
         agg = max(f.last_id, 0) + 1
         self.record(tick, agg, "0", agg, agg, False)
+
+    def _decimal(self, text: object) -> orjson.Fragment:
+        """The printed form of a price or quantity (``0.0`` if not a text), remembered (a
+        bounded cache: keys are what was received, hashable by then)."""
+        decimals = self._decimals
+        if len(decimals) >= MAX_DECIMALS_CACHED:
+            decimals.clear()
+        shown = decimals[text] = orjson.Fragment(decimal_text(text).encode("ascii"))
+        return shown
 
     def _file_for(self, tick: Tick) -> _File | None:
         f = self._files.get(tick.symbol)
@@ -222,35 +245,14 @@ class TradeRecorder:
         self._buffered = 0
 
     def _write(self, f: _File) -> None:
-        events = f.events
+        rows = f.events
         f.events = []
-        ids, prices, qtys, firsts, lasts, times, makers = zip(*events, strict=True)
-        if not _STRS.issuperset(map(type, qtys)):  # a quantity missing or not a string
-            qtys = tuple(q if type(q) is str else "0" for q in qtys)
-        decimals = self._decimals
-        missing = (set(prices) | set(qtys)).difference(decimals)
-        if missing:
-            if len(decimals) + len(missing) > MAX_DECIMALS_CACHED:
-                decimals.clear()
-                missing = set(prices) | set(qtys)
-            decimals.update(
-                (text, orjson.Fragment(decimal_text(text).encode("ascii"))) for text in missing
-            )
-        shown = decimals.__getitem__
-        # Ids the upstream left out or sent as something else: the row's aggregate id.
-        if not _INTS.issuperset(map(type, firsts)):
-            firsts = tuple(map(_int_or, firsts, ids))
-        if not _INTS.issuperset(map(type, lasts)):
-            lasts = tuple(map(_int_or, lasts, ids))
-        if not _BOOLS.issuperset(map(type, makers)):
-            makers = tuple(m is True for m in makers)
-        table = list(zip(ids, map(shown, prices), map(shown, qtys), firsts, lasts, times, makers))
         # orjson prints the rows as [[1,97000.1,0.01,1,1,1704067200000,true],...] (the
         # decimals are pre-printed fragments): the CSV is that without the brackets.
-        text = orjson.dumps(table)[2:-2].replace(b"],[", b"\n")
+        text = orjson.dumps(rows)[2:-2].replace(b"],[", b"\n")
         f.handle.write(text + b"\n")
         f.handle.flush()
-        self.rows += len(events)
+        self.rows += len(rows)
 
     def tick(self) -> None:
         """Flush, then close and zip the files of days over by :data:`FINISH_GRACE_MS`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,15 +45,30 @@ class Site:
         assert self._port is not None, "not started"
         return self._port
 
-    async def listen(self, runner: web.BaseRunner, host: str, port: int, **site: Any) -> None:
-        """Set ``runner`` up and listen on ``host:port``.
+    async def listen(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        wrap: ProtocolWrapper | None = None,
+        **site: Any,
+    ) -> None:
+        """Set ``runner`` up and listen on ``host:port`` (or on ``sock``, a listening socket
+        handed over; ``wrap`` puts a protocol in front of aiohttp's: the PROXY protocol gate).
 
         On failure (e.g. the port is taken) the runner is cleaned up before the error
         propagates.
         """
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True, **site).start()
+            if sock is None and wrap is None:
+                await web.TCPSite(runner, host, port, reuse_address=True, **site).start()
+            else:
+                if sock is None:
+                    sock = socket.create_server((host, port), family=_family(host), backlog=128)
+                await _HandedSite(runner, sock, wrap, **site).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -66,6 +82,8 @@ class Site:
         port: int,
         *,
         max_body_bytes: int,
+        sock: socket.socket | None = None,
+        wrap: ProtocolWrapper | None = None,
         **site: Any,
     ) -> None:
         """Listen with aiohttp's low-level server: one handler for every request, bodies
@@ -78,13 +96,38 @@ class Site:
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-        await self.listen(runner, host, port, **site)
+        await self.listen(runner, host, port, sock=sock, wrap=wrap, **site)
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+
+ProtocolWrapper = Callable[[Callable[[], Any]], Callable[[], Any]]
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class _HandedSite(web.SockSite):
+    """A site on a given listening socket, its protocol factory optionally wrapped."""
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: socket.socket, wrap: ProtocolWrapper | None, **kw: Any
+    ) -> None:
+        super().__init__(runner, sock, **kw)
+        self._wrap = wrap
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        factory: Callable[[], Any] = server if self._wrap is None else self._wrap(server)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
 
 
 def bounded_requests(max_body_bytes: int) -> RequestFactory:

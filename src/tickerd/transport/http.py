@@ -30,7 +30,7 @@ from ..clock import Clock
 from ..counters import RestCounters
 from ..rest import RestApi, RestReply
 from .aio import Site
-from .ws import client_ip
+from .ws import peer_client
 
 log = logging.getLogger("tickerd.server")
 
@@ -44,6 +44,7 @@ class RestOptions:
 
     host: str = "127.0.0.1"
     port: int = 9001
+    sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
 
 class HTTPServer:
@@ -67,6 +68,9 @@ class HTTPServer:
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
         self.counters = RestCounters(weights.REST)  # ops: read at scrape time
+        # Load-balancer hooks (see WSServer): the client of a request, a protocol in front.
+        self.client_of: Callable[[Any, Any], str] = peer_client
+        self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
 
     @property
     def port(self) -> int:
@@ -80,6 +84,8 @@ class HTTPServer:
             self.options.host,
             self.options.port,
             max_body_bytes=CLIENT_MAX_SIZE,
+            sock=self.options.sock,
+            wrap=self.wrap,
             backlog=1024,
         )
 
@@ -101,7 +107,7 @@ class HTTPServer:
             request.method,
             path,
             url.raw_query_string,
-            client_ip(peer),
+            self.client_of(peer, request.headers),
             self.clock.now_ms(),
         )
         self.counters.count(path, reply.status)  # ops

@@ -85,6 +85,7 @@ class WSOptions:
     close_timeout: float = 5.0
     connect_limit: int = weights.CONNECT_LIMIT
     ssl: ssl.SSLContext | None = None  # serve wss:// with this context
+    sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
     def limits(self) -> Limits:
         """The per-connection bounds and timers."""
@@ -95,6 +96,11 @@ class WSOptions:
             self.max_lifetime,
             self.close_timeout,
         )
+
+
+def peer_client(peer: Any, headers: Any) -> str:
+    """The client of a request: its TCP peer (``--trusted-proxy`` swaps this out)."""
+    return client_ip(peer)
 
 
 def client_ip(peer: Any) -> str:
@@ -265,6 +271,10 @@ class WSServer:
         self.counters = ConnectionCounters()  # ops: read at scrape time
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
+        # Load-balancer hooks: who a request's client is, and a protocol in front of
+        # picows' (the PROXY protocol); set before start().
+        self.client_of: Callable[[Any, Any], str] = peer_client
+        self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -278,9 +288,15 @@ class WSServer:
     async def start(self) -> None:
         """Listen on ``options.host:options.port`` (TLS when ``options.ssl`` is set)."""
         o = self.options
-        self._server = await self.loop.create_server(
-            self._make_protocol, o.host, o.port, backlog=4096, reuse_address=True, ssl=o.ssl
-        )
+        factory = self._make_protocol if self.wrap is None else self.wrap(self._make_protocol)
+        if o.sock is not None:
+            self._server = await self.loop.create_server(
+                factory, sock=o.sock, backlog=4096, ssl=o.ssl
+            )
+        else:
+            self._server = await self.loop.create_server(
+                factory, o.host, o.port, backlog=4096, reuse_address=True, ssl=o.ssl
+            )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tickerd-ws-sweeper")
 
     async def stop(self, code: int = 1001) -> None:
@@ -320,7 +336,7 @@ class WSServer:
         proto: Any = None
 
         def route(request: WSUpgradeRequest) -> Any:
-            return self.route(request, client_ip(peer_of(proto)))
+            return self.route(request, self.client_of(peer_of(proto), request.headers))
 
         proto = server_protocol(
             route,
