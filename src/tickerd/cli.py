@@ -11,13 +11,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .config import GROUPS, Settings, default_text, env_of, flag_of, setting_rules, shown
 from .errors import TickerdError
 from .loop import run
 from .validation import Resolved, SettingError, resolve
+
+if TYPE_CHECKING:
+    from .ops.group import GroupPlan
 
 SERVE_EXAMPLES = """\
 examples:
@@ -168,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _supervise(settings: Settings) -> int:
     """``tickerd serve --workers N``: bind the public ports once, run N workers on them."""
     from .cluster.supervisor import Supervisor, worker_count
+    from .ops.group import GroupPlan
 
     try:
         n = worker_count(settings.workers)
@@ -188,12 +192,22 @@ def _supervise(settings: Settings) -> int:
     ports = {"ws": settings.port}
     if settings.rest_port >= 0:
         ports["rest"] = settings.rest_port
-    supervisor = Supervisor(
-        lambda i, socks: _worker(settings, bound, i, socks), n, settings.host, ports
-    )
+    plan: GroupPlan | None = None
     try:
+        # ops: the supervisor owns the ops port; each worker shows its view privately
+        if settings.ops_port >= 0:
+            plan = GroupPlan(settings.ops_host, settings.ops_port, n)
+        supervisor = Supervisor(
+            lambda i, socks: _worker(settings, bound, i, socks, plan),
+            n,
+            settings.host,
+            ports,
+            aux=_ops_main(plan, settings) if plan is not None else None,
+        )
         bound = supervisor.bind()
     except OSError as exc:
+        if plan is not None:
+            plan.close()
         print(f"tickerd: {exc}", file=sys.stderr)
         return 1
     logging.getLogger("tickerd.supervisor").info(
@@ -202,23 +216,44 @@ def _supervise(settings: Settings) -> int:
         bound["ws"],
         bound.get("rest", "off"),
     )
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if plan is not None:
+            plan.close()
 
 
-def _worker(settings: Settings, ports: dict[str, int], index: int, socks: dict[str, Any]) -> int:
+def _ops_main(plan: GroupPlan, settings: Settings) -> Callable[[], int]:
+    from .ops.group import serve_group
+
+    return lambda: serve_group(plan.sock, plan.host, plan.paths, shared=bool(settings.redis))
+
+
+def _worker(
+    settings: Settings,
+    ports: dict[str, int],
+    index: int,
+    socks: dict[str, Any],
+    plan: GroupPlan | None,
+) -> int:
     from .app import Service
+    from .ops import OpsOptions
 
-    # Worker 0 alone serves the control plane (its operations reach the others via Redis)
-    # and the ops port.
+    # Worker 0 alone serves the control plane (its operations reach the others via Redis);
+    # the supervisor's ops process serves the ops port, from each worker's private socket.
     settings = dataclasses.replace(
         settings,
         port=ports["ws"],
         rest_port=ports.get("rest", -1),
         control_port=settings.control_port if index == 0 else -1,
-        ops_port=settings.ops_port if index == 0 else -1,
+        ops_port=-1,
     )
+    if plan is not None:
+        plan.sock.close()
     try:
         service = Service(settings, sockets=socks, worker=index)
+        if plan is not None:
+            service.ops.options = OpsOptions(path=plan.paths[index])
         run(service.serve_forever(on_ready=gc.freeze))
     except (TickerdError, OSError) as exc:
         print(f"tickerd: worker {index}: {exc}", file=sys.stderr)

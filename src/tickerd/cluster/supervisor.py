@@ -9,6 +9,9 @@ waits for signals (``sigtimedwait``), so it has nothing else to get wrong.
 * A worker that dies is forked again in its slot; its sockets never closed, so its clients
   wait in the backlog meanwhile. A worker that dies within ``FLAPPING_S`` of its start is
   restarted after a delay that doubles up to ``MAX_DELAY_S``.
+* ``aux``: one more child run beside the workers (the ops port's process, which needs an
+  event loop the supervisor does not run); it gets no public socket and is restarted and
+  stopped as a worker is.
 * SIGTERM or SIGINT: every worker gets SIGTERM and drains (closes its connections with
   1001, stops its feeds, flushes its store); one still alive after ``drain_timeout`` is
   killed. The supervisor exits 0 when every worker stopped by itself, else 1.
@@ -77,6 +80,7 @@ class Supervisor:
         ports: Mapping[str, int],
         *,
         drain_timeout: float = 10.0,
+        aux: Callable[[], int] | None = None,
     ) -> None:
         self.main = main
         self.count = count
@@ -84,7 +88,8 @@ class Supervisor:
         self.ports = dict(ports)
         self.drain_timeout = drain_timeout
         self.groups: dict[str, list[socket.socket]] = {}
-        self.slots = [Slot(i) for i in range(count)]
+        self.aux = aux
+        self.slots = [Slot(i) for i in range(count + (aux is not None))]
 
     def bind(self) -> dict[str, int]:
         """Bind every group; returns the ports bound (port 0 resolved)."""
@@ -133,12 +138,17 @@ class Supervisor:
             code = 1
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                mine = {name: socks[slot.index] for name, socks in self.groups.items()}
+                aux = slot.index == self.count  # the aux child serves no public port
+                mine = {} if aux else {n: socks[slot.index] for n, socks in self.groups.items()}
                 for socks in self.groups.values():
                     for s in socks:
                         if s not in mine.values():
                             s.close()
-                code = self.main(slot.index, mine)
+                if aux:
+                    assert self.aux is not None
+                    code = self.aux()
+                else:
+                    code = self.main(slot.index, mine)
             except BaseException:  # noqa: BLE001 - a worker never returns into the supervisor
                 traceback.print_exc()
             finally:
@@ -147,7 +157,10 @@ class Supervisor:
                 os._exit(code)
         slot.pid = pid
         slot.started = time.monotonic()
-        log.info("tickerd worker %d: pid %d", slot.index, pid)
+        log.info("%s: pid %d", self._name(slot), pid)
+
+    def _name(self, slot: Slot) -> str:
+        return "tickerd ops process" if slot.index == self.count else f"tickerd worker {slot.index}"
 
     def _reap(self) -> None:
         while True:
@@ -169,8 +182,8 @@ class Supervisor:
         slot.pid = 0
         slot.restarts += 1
         log.warning(
-            "tickerd worker %d died (%s); restarting in %.1f s",
-            slot.index,
+            "%s died (%s); restarting in %.1f s",
+            self._name(slot),
             _describe(status),
             slot.delay,
         )

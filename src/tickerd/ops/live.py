@@ -6,6 +6,9 @@ with its tick age, its change since the dashboard channel first saw it (exact de
 over the last interval. Snapshots are built only while a dashboard is connected, once per
 interval for all of them, and sent to each with a timeout: a dashboard that does not read
 is closed rather than buffered for. At most :data:`MAX_CLIENTS` dashboards at once.
+
+What a snapshot is made of comes from a :data:`View`: one service's own state, or, under
+``--workers``, the merged state of every worker (:mod:`tickerd.ops.group`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from .status import MAX_LISTED, status
-from .tracker import FeedTracker
-
-if TYPE_CHECKING:
-    from ..app import Service
+from .status import MAX_LISTED
 
 log = logging.getLogger("tickerd.ops")
 
@@ -33,6 +33,12 @@ SEND_TIMEOUT_S = 5.0
 #: Largest message accepted from a dashboard (it sends none; anything is read and dropped).
 MAX_INBOUND_BYTES = 4096
 _PERCENT = Decimal("0.01")
+
+#: ``(symbol, price, time_ms)`` of one priced symbol.
+PriceRow = tuple[str, str, int]
+#: What a snapshot is built from, given how many clients to list: the ``/status``
+#: document, every price (by symbol) and the requests answered so far.
+View = Callable[[int], Awaitable[tuple[dict[str, Any], Sequence[PriceRow], int]]]
 
 
 class Prices:
@@ -43,26 +49,26 @@ class Prices:
         self.last: dict[str, Decimal] = {}
         self.move: dict[str, int] = {}
 
-    def rows(self, service: Service, now_ms: int) -> list[dict[str, Any]]:
-        """One row per priced symbol, by symbol (at most :data:`MAX_LISTED`)."""
+    def rows(self, ticks: Sequence[PriceRow], now_ms: int) -> list[dict[str, Any]]:
+        """One row per priced symbol, in the order given (at most :data:`MAX_LISTED`)."""
         rows = []
-        for tick in service.book.ticks()[:MAX_LISTED]:
-            price = Decimal(tick.price)
-            first = self.first.setdefault(tick.symbol, price)
-            last = self.last.get(tick.symbol)
+        for symbol, text, time_ms in ticks[:MAX_LISTED]:
+            price = Decimal(text)
+            first = self.first.setdefault(symbol, price)
+            last = self.last.get(symbol)
             if last is not None and price != last:
-                self.move[tick.symbol] = 1 if price > last else -1
-            self.last[tick.symbol] = price
+                self.move[symbol] = 1 if price > last else -1
+            self.last[symbol] = price
             change = price - first
             rows.append(
                 {
-                    "symbol": tick.symbol,
-                    "price": tick.price,
-                    "time": tick.time_ms,
-                    "age_ms": now_ms - tick.time_ms,
+                    "symbol": symbol,
+                    "price": text,
+                    "time": time_ms,
+                    "age_ms": now_ms - time_ms,
                     "change": f"{change:+f}",
                     "change_pct": f"{(change * 100 / first).quantize(_PERCENT):+f}",
-                    "move": self.move.get(tick.symbol, 0),
+                    "move": self.move.get(symbol, 0),
                 }
             )
         return rows
@@ -71,23 +77,18 @@ class Prices:
 class LiveChannel:
     """Open dashboards and the task that feeds them (see the module docstring)."""
 
-    def __init__(self, service: Service, tracker: FeedTracker, started: float,
-                 interval: float = 1.0) -> None:  # fmt: skip
-        self.service = service
-        self.tracker = tracker
-        self.started = started
+    def __init__(self, view: View, interval: float = 1.0) -> None:
+        self.view = view
         self.interval = interval
         self.clients: set[web.WebSocketResponse] = set()
         self.prices = Prices()
         self._task: asyncio.Task[None] | None = None
         self._last: tuple[float, int] | None = None
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
         """What every dashboard receives now."""
-        service = self.service
-        doc = status(service, self.tracker, time.monotonic() - self.started, top=10)
-        doc["prices"] = self.prices.rows(service, doc["now_ms"])
-        total = sum(n for *_, n in self._request_rows())
+        doc, ticks, total = await self.view(10)
+        doc["prices"] = self.prices.rows(ticks, doc["now_ms"])
         now = time.monotonic()
         rate = 0.0
         if self._last is not None and now > self._last[0]:
@@ -97,12 +98,6 @@ class LiveChannel:
         doc["requests_total"] = total
         return doc
 
-    def _request_rows(self) -> list[tuple[str, int, int]]:
-        rows = [(m, s, n) for (m, s), n in self.service.protocol.counters.requests().items()]
-        if self.service.http is not None:
-            rows += [(m, s, n) for (m, s), n in self.service.http.counters.requests().items()]
-        return rows
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /dashboard/live``: the WebSocket a dashboard listens on."""
         if len(self.clients) >= MAX_CLIENTS:
@@ -111,7 +106,7 @@ class LiveChannel:
         await ws.prepare(request)
         self.clients.add(ws)
         try:
-            await ws.send_str(orjson.dumps(self.snapshot()).decode())
+            await ws.send_str(orjson.dumps(await self.snapshot()).decode())
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._broadcast(), name="tickerd-ops-live")
             async for msg in ws:  # a dashboard sends nothing; this waits for its close
@@ -127,7 +122,7 @@ class LiveChannel:
             if not self.clients:
                 break
             try:
-                data = orjson.dumps(self.snapshot()).decode()
+                data = orjson.dumps(await self.snapshot()).decode()
             except Exception:  # a bad figure must not end the channel
                 log.exception("dashboard snapshot failed")
                 continue

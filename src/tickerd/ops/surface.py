@@ -10,6 +10,11 @@ the port beyond loopback is the operator's choice. Routes:
   fetched from elsewhere) fed by the WebSocket ``GET /dashboard/live``
   (:mod:`tickerd.ops.live`); ``GET /`` redirects to it.
 
+A worker of ``--workers N`` serves the same routes on a unix socket (``OpsOptions.path``)
+in a directory only its supervisor's user can enter, plus ``GET /group?top=N``: its
+metrics text, status, prices and request total in one JSON document, which the
+supervisor's ops process merges (:mod:`tickerd.ops.group`).
+
 Whether the port is on or off, the surface counts ticks per feed and logs feed state
 changes (:class:`~tickerd.ops.tracker.FeedTracker`).
 """
@@ -21,14 +26,14 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..transport.aio import KEEPALIVE_TIMEOUT_S, SHUTDOWN_TIMEOUT_S, Site, netloc
-from .live import LiveChannel
+from .live import LiveChannel, PriceRow
 from .metrics import registry
 from .status import DEFAULT_TOP, MAX_LISTED, status
 from .tracker import FeedTracker
@@ -54,18 +59,51 @@ _CSP = (
 
 @dataclass(frozen=True, slots=True)
 class OpsOptions:
-    """Where the ops surface listens (port 0: any free port, -1: off)."""
+    """Where the ops surface listens (port 0: any free port, -1: off; ``path``: a unix
+    socket instead, a worker's private channel to its supervisor)."""
 
     host: str = "127.0.0.1"
     port: int = 9003
+    path: str | None = None
 
 
-def _json(doc: object, status_code: int = 200) -> web.Response:
+def json_response(doc: object, status_code: int = 200) -> web.Response:
+    """``doc`` as an uncached JSON response."""
     return web.Response(
         status=status_code,
         body=orjson.dumps(doc),
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
+    )
+
+
+def top_of(request: web.Request) -> int | None:
+    """``?top=N`` (default :data:`DEFAULT_TOP`), or None when it is not 1 to MAX_LISTED."""
+    raw = request.query.get("top", str(DEFAULT_TOP))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LISTED):
+        return None
+    return int(raw)
+
+
+def static_pages() -> dict[str, tuple[bytes, str]]:
+    """The dashboard's files by route: their bytes and content type."""
+    return {
+        path: (files(__package__).joinpath("static", name).read_bytes(), kind)
+        for path, (name, kind) in _STATIC.items()
+    }
+
+
+def page_response(page: tuple[bytes, str]) -> web.Response:
+    """One of :func:`static_pages` under the page's Content-Security-Policy."""
+    body, kind = page
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": kind,
+            "Content-Security-Policy": _CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
     )
 
 
@@ -77,14 +115,12 @@ class OpsSurface:
         self.options = options
         self.tracker = FeedTracker(service.feeds, service.book)
         self.started = time.monotonic()
-        self.live = LiveChannel(service, self.tracker, self.started)
+        self.live = LiveChannel(self._view)
         self.site = Site()
         self._watch: asyncio.Task[None] | None = None
         self._registry: CollectorRegistry | None = None
-        self._pages = {
-            path: (files(__package__).joinpath("static", name).read_bytes(), kind)
-            for path, (name, kind) in _STATIC.items()
-        }
+        self._unix: web.AppRunner | None = None
+        self._pages = static_pages()
 
     # -- hooks the service calls ---------------------------------------------------------
 
@@ -108,12 +144,12 @@ class OpsSurface:
     async def start(self) -> None:
         """Start watching the feeds; listen when ``--ops-port`` is not -1."""
         self.tracker.running = True
-        self.started = self.live.started = time.monotonic()
+        self.started = time.monotonic()
         self._watch = asyncio.create_task(
             self.tracker.watch(FEED_CHECK_INTERVAL_S), name="tickerd-feed-watch"
         )
         o = self.options
-        if o.port < 0:
+        if o.port < 0 and o.path is None:
             return
         self._registry = registry(self.service, self.tracker)
         app = web.Application(client_max_size=1024)
@@ -123,6 +159,8 @@ class OpsSurface:
         app.router.add_get("/dashboard/live", self.live.handle)
         for path in self._pages:
             app.router.add_get(path, self._page)
+        if o.path is not None:
+            app.router.add_get("/group", self._group)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -130,6 +168,12 @@ class OpsSurface:
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         )
+        if o.path is not None:
+            await runner.setup()
+            await web.UnixSite(runner, o.path).start()
+            self._unix = runner
+            log.debug("tickerd worker ops: unix socket %s", o.path)
+            return
         try:
             await self.site.listen(runner, o.host, o.port)
         except OSError as exc:
@@ -144,6 +188,9 @@ class OpsSurface:
         """Close the dashboards, stop listening, stop the feed watch and tick counting."""
         await self.live.close()
         await self.site.stop()
+        if self._unix is not None:
+            await self._unix.cleanup()
+            self._unix = None
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
@@ -163,20 +210,35 @@ class OpsSurface:
         )
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
-        raw = request.query.get("top", str(DEFAULT_TOP))
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LISTED):
-            return _json({"error": f"top must be a whole number from 1 to {MAX_LISTED}"}, 400)
+        top = top_of(request)
+        if top is None:
+            return json_response(
+                {"error": f"top must be a whole number from 1 to {MAX_LISTED}"}, 400
+            )
         uptime = time.monotonic() - self.started
-        return _json(status(self.service, self.tracker, uptime, int(raw)))
+        return json_response(status(self.service, self.tracker, uptime, top))
+
+    async def _view(self, top: int) -> tuple[dict[str, Any], list[PriceRow], int]:
+        service = self.service
+        doc = status(service, self.tracker, time.monotonic() - self.started, top)
+        prices = [(t.symbol, t.price, t.time_ms) for t in service.book.ticks()[:MAX_LISTED]]
+        total = sum(service.protocol.counters.requests().values())
+        if service.http is not None:
+            total += sum(service.http.counters.requests().values())
+        return doc, prices, total
+
+    async def _group(self, request: web.Request) -> web.StreamResponse:
+        top = top_of(request)
+        if top is None:
+            return json_response(
+                {"error": f"top must be a whole number from 1 to {MAX_LISTED}"}, 400
+            )
+        doc, prices, total = await self._view(top)
+        assert self._registry is not None
+        metrics = generate_latest(self._registry).decode()
+        return json_response(
+            {"metrics": metrics, "status": doc, "prices": prices, "requests": total}
+        )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        body, kind = self._pages[request.path]
-        return web.Response(
-            body=body,
-            headers={
-                "Content-Type": kind,
-                "Content-Security-Policy": _CSP,
-                "X-Content-Type-Options": "nosniff",
-                "Cache-Control": "no-cache",
-            },
-        )
+        return page_response(self._pages[request.path])

@@ -104,7 +104,18 @@ function applyFilter() {
   for (const [symbol, entry] of priceRows) entry.row.hidden = f !== "" && !symbol.includes(f);
 }
 
+function renderWorkers(workers) {
+  const badge = $("workers");
+  badge.hidden = !workers; // one process: no workers to show
+  if (!workers) return;
+  const down = workers.filter((w) => w.state !== "up");
+  badge.textContent = "workers " + (workers.length - down.length) + " of " + workers.length + " up";
+  badge.className = "badge " + (down.length ? "down" : "live");
+  badge.title = down.map((w) => "worker " + w.worker + " down: " + w.error).join("\n");
+}
+
 function render(s) {
+  renderWorkers(s.workers);
   $("version").textContent = "v" + s.version;
   $("clock").textContent = s.now;
   $("uptime").textContent = "up " + duration(s.uptime_s);
