@@ -5,6 +5,7 @@ rules and bounds on their own."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from cluster_procs import Node, node, sources_for, wait_for
+from cluster_procs import Node, needs_redis, node, redis_server, sources_for, wait_for
 from tickerd.cluster.reuseport import pin_index
 from tickerd.ops import group
 from tickerd.ops.merge import WorkerView, merge_metrics, merge_prices, merge_status
@@ -191,6 +192,52 @@ def test_the_ops_port_taken_stops_the_supervisor_with_one_line() -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"tickerd: cannot listen on the ops port 127.0.0.1:{port}: ")
     assert last.endswith("(--ops-port -1 turns the ops surface off)")
+
+
+def _control(n: Node, op: str, args: dict[str, Any]) -> None:
+    found = re.search(r"tickerd control ready: http://127\.0\.0\.1:(\d+)", n.text())
+    assert found, n.text()
+    conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=5)
+    try:
+        headers = {"Authorization": "Bearer ops-token", "Content-Type": "application/json"}
+        conn.request("POST", "/control/" + op.replace(".", "/"), json.dumps(args), headers)
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+@needs_redis
+def test_with_redis_the_group_counts_the_shared_limiter_and_each_ban_once() -> None:
+    (a,), (b,) = sources_for(2)
+    with redis_server() as r:
+        args = ["--redis", r.url, "--trusted-proxy", "127.0.0.0/8", "--weight-limit", "20",
+                "--tick-rate", "5", "--control-port", "0", "--control-token", "ops-token",
+                "--ops-port", "0"]  # fmt: skip
+        with node(args) as n:
+            n.wait_healthy([a, b])
+            url = ops_url(n)
+            before = scrape(url)
+            client = {"X-Forwarded-For": "198.51.100.7"}  # one client over both workers
+            statuses = [n.get(PRICE, (a, b)[i % 2], client)[0] for i in range(30)]
+            assert statuses[:20] == [200] * 20 and 200 not in statuses[20:]
+            after = scrape(url)
+            ok = value(after, *REST_200) - value(before, *REST_200)
+            assert ok == 20
+            limited = {st: statuses.count(int(st)) for st in ("429", "418")}
+            for st, count in limited.items():
+                labels = {"surface": "rest", "status": st}
+                assert value(after, "tickerd_rate_limited_answers_total", labels) == count
+            weight = "tickerd_request_weight_total"  # refused requests count, banned ones not
+            assert value(after, weight) - value(before, weight) == 20 + limited["429"]
+            banned_before = value(after, "tickerd_bans_active")
+            _control(n, "limit.ban", {"ip": "198.51.100.9", "ms": 120_000})
+            other = {"X-Forwarded-For": "198.51.100.9"}
+            wait_for(lambda: all(n.get(PRICE, s, other)[0] == 418 for s in (a, b)), 10, "ban")
+            # Both workers know of the ban: the group counts it once.
+            assert value(scrape(url), "tickerd_bans_active") == banned_before + 1
+            doc = status(url)
+            assert [x["ip"] for x in doc["bans"]].count("198.51.100.9") == 1
+            assert doc["bans_total"] == len(doc["bans"]) == banned_before + 1
 
 
 # -- the merge on its own ------------------------------------------------------------------
