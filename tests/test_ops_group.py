@@ -180,6 +180,21 @@ def test_the_dashboard_channel_reads_the_merged_view() -> None:
         assert n.stop() == 0  # SIGTERM: the workers and the ops process stop cleanly
 
 
+def test_the_ops_process_is_restarted_on_the_same_port() -> None:
+    (a,), (b,) = sources_for(2)
+    with node(["--tick-rate", "5", "--ops-port", "0"]) as n:
+        n.wait_healthy([a, b])
+        url = ops_url(n)
+        found = re.search(r"tickerd ops process: pid (\d+)", n.text())
+        assert found is not None
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        wait_for(lambda: "tickerd ops process died (signal SIGKILL)" in n.text(), 10, "logged")
+        # The supervisor kept the socket: the new ops process answers on the same port.
+        assert n.get(PRICE, a)[0] == 200
+        wait_for(lambda: n.text().count("tickerd ops ready: " + url) == 2, 30, "restarted")
+        assert value(scrape(url), *REST_200) == 1
+
+
 def test_the_ops_port_taken_stops_the_supervisor_with_one_line() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
