@@ -125,7 +125,7 @@ class Node:
     def __init__(self, args: Sequence[str], workers: int) -> None:
         self.workers = workers
         cmd = [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "0",
-               "--workers", str(workers), *args]  # fmt: skip
+               "--ops-port", "-1", "--workers", str(workers), *args]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
         self.log = bytearray()
         self._lock = threading.Lock()

@@ -37,8 +37,10 @@ STOP_TIMEOUT_S = 5.0
 READY_RE = re.compile(r"tickerd ready: (wss?://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
 REST_READY_RE = re.compile(r"tickerd REST ready: (https?://127\.0\.0\.1:\d+)")
 CONTROL_READY_RE = re.compile(r"tickerd control ready: (http://\S+)")
-# Every port a test server opens is a free one: the REST twin too (its default is 9001).
-DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0")
+OPS_READY_RE = re.compile(r"tickerd ops ready: (http://\S+)")
+# Every port a test server opens is a free one: the REST twin and the ops surface too
+# (their defaults are 9001 and 9003).
+DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0", "--ops-port", "0")
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -70,6 +72,7 @@ class Server:
     symbols: int
     rest_url: str | None = None  # http://127.0.0.1:PORT of the REST twin, if it runs
     control_url: str | None = None  # http://127.0.0.1:PORT of the control plane, if on
+    ops_url: str | None = None  # http://127.0.0.1:PORT of the ops surface, if on
     lines: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,6 +197,9 @@ class ServerFactory:
         with lock:
             control = [m for m in map(CONTROL_READY_RE.search, lines) if m]
         srv.control_url = control[0].group(1) if control else None
+        with lock:
+            ops = [m for m in map(OPS_READY_RE.search, lines) if m]
+        srv.ops_url = ops[0].group(1) if ops else None
         self.started.append(srv)
         if minute_margin:
             avoid_window_edge(60.0, minute_margin)

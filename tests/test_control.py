@@ -748,7 +748,7 @@ def test_delayed_replies_are_bounded(monkeypatch):
     async def main() -> None:
         import websockets
 
-        service = Service(Settings(port=0, rest_port=-1, tick_rate=0))
+        service = Service(Settings(port=0, rest_port=-1, tick_rate=0, ops_port=-1))
         await service.start()
         try:
             service.control.add_latency(ms=10_000)

@@ -8,7 +8,7 @@ drift. ``cookbook-*`` Python blocks run in this process against a fresh in-proce
 below and every such test a block. Shell blocks run in ``bash`` as printed from a scratch
 project directory whose ``.venv`` is this test run's environment (the README's install),
 from a cold start: a block that starts ``tickerd serve`` starts a real server process, with
-the ports 9000-9003 swapped for free ones. The ``cookbook-pytest`` block is written into a
+the ports 9000-9004 swapped for free ones. The ``cookbook-pytest`` block is written into a
 scratch project and run by a fresh pytest in which only what a plain ``pip install tickerd``
 brings can be imported. :func:`test_every_readme_block_is_run` keeps the list complete.
 
@@ -377,12 +377,12 @@ def free_ports(n: int) -> list[int]:
 
 
 def readme_ports() -> dict[int, int]:
-    """tickerd's documented ports (WebSocket API, REST, push, control) -> free ones."""
-    return dict(zip((9000, 9001, 9002, 9003), free_ports(4), strict=True))
+    """tickerd's documented ports (WebSocket API, REST, push, ops, control) -> free ones."""
+    return dict(zip((9000, 9001, 9002, 9003, 9004), free_ports(5), strict=True))
 
 
 def localized(code: str, ports: dict[int, int]) -> str:
-    return re.sub(r"\b(900[0-3])\b", lambda m: str(ports[int(m[1])]), code)
+    return re.sub(r"\b(900[0-4])\b", lambda m: str(ports[int(m[1])]), code)
 
 
 def shell_env(ports: dict[int, int], **extra: str) -> dict[str, str]:
@@ -393,6 +393,7 @@ def shell_env(ports: dict[int, int], **extra: str) -> dict[str, str]:
             TICKERD_PORT=str(ports[9000]),
             TICKERD_REST_PORT=str(ports[9001]),
             TICKERD_PUSH_PORT=str(ports[9002]),
+            TICKERD_OPS_PORT=str(ports[9003]),
         )
     env.update(extra)
     return env
@@ -537,6 +538,29 @@ def test_block_control_example(project: Path) -> None:
             client.ticker_price("BTCUSDT")
     assert info.value.status == 429 and info.value.code == -1003
     assert b"Traceback" not in block.err
+
+
+def test_block_ops_example(project: Path) -> None:
+    ports = readme_ports()
+    lang, code = BLOCKS["ops-example"]
+    assert lang == "sh"
+    # No browser here: xdg-open fetches the page it is given, as a browser would.
+    opener = 'xdg-open() { curl -sf -o dashboard.html "$1"; }\n'
+    block = Shell(opener + localized(code, ports), project, shell_env(ports))
+    with block as process:
+        assert process.wait(SHELL_TIMEOUT_S) == 0
+    out, err = block.out.decode(), block.err.decode(errors="replace")
+    assert "Traceback" not in err, err[-3000:]
+    assert f"tickerd ops ready: http://127.0.0.1:{ports[9003]}" in err
+    lines = out.splitlines()
+    metrics = [line for line in lines if not line.startswith("{")]
+    assert "# TYPE tickerd_requests_total counter" in metrics, out[:3000]
+    assert all("tickerd_requests_total" in line for line in metrics), metrics
+    status = json.loads("\n".join(line for line in lines if line.startswith("{")))
+    assert len(status["clients"]) <= 5 and status["clients_total"] >= len(status["clients"])
+    assert [(f["name"], f["state"]) for f in status["feeds"]] == [("synthetic", "up")]
+    page = (project / "dashboard.html").read_text("utf-8")
+    assert "<title>tickerd dashboard</title>" in page
 
 
 def test_block_replay_example(project: Path, tmp_path: Path) -> None:

@@ -90,6 +90,9 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "http_max_connections_per_ip": [("0", "from 1 to 10000000")],
     "tls_cert": [(MISSING, "no such file"), ("/", "not a file")],
     "tls_key": [(MISSING, "no such file")],
+    "log_format": [("xml", "one of text, json"), ("", "one of")],
+    "ops_host": [("bad host", "host name")],
+    "ops_port": [("-2", "from -1 to 65535 (0: any free port, -1: off)"), ("65536", "to 65535")],
     "workers": [("0", "from 1 to 1024 or auto"), ("1025", "to 1024"), ("2.5", "an integer"),
                 ("many", "or auto"), ("", "an integer")],
     "redis": [("nonsense", "redis:// or rediss:// URL with a host, or unix://"),
@@ -302,7 +305,8 @@ def test_two_surfaces_on_one_port_are_refused(args: list[str], message: str) -> 
 def test_a_variable_without_what_it_needs_is_a_warning_and_the_server_runs() -> None:
     env = child_env({"TICKERD_PUSH_TOKEN": "s3cret", "TICKERD_REPLAY_SPEED": "max"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1"],
+        [sys.executable, "-m", "tickerd", "serve", "--port", "0", "--rest-port", "-1",
+         "--ops-port", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, text=True,
     )  # fmt: skip

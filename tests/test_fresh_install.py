@@ -111,9 +111,10 @@ def test_wheel_has_license_metadata_and_no_deprecation_warnings(
 
 def test_thirty_seconds_then_the_cli_lines(clone: tuple[Path, dict[str, str]]) -> None:
     home, env = clone
-    ws, rest = free_ports(2)
+    ws, rest, ops = free_ports(3)
     ports = {"9000": str(ws), "9001": str(rest)}
     env = {**env, "TICKERD_PORT": str(ws), "TICKERD_REST_PORT": str(rest)}
+    env["TICKERD_OPS_PORT"] = str(ops)
 
     def local(code: str) -> str:
         return re.sub(r"\b(900[01])\b", lambda m: ports[m[1]], code)

@@ -75,7 +75,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-SERVE = {"host": "127.0.0.1", "port": 0, "rest_port": 0, "tick_rate": 0.0}
+SERVE = {"host": "127.0.0.1", "port": 0, "rest_port": 0, "tick_rate": 0.0, "ops_port": -1}
 
 
 def test_synthetic_feed_up_is_200_ok_on_both_ports() -> None:

@@ -139,7 +139,7 @@ def test_updates_reach_a_real_server() -> None:
 
     async def scenario(fake: FakeBinance) -> None:
         fake.set_price("BTCUSDT", "97000.1", T0)
-        service = Service(Settings(port=0, rest_port=-1), feeds=[])
+        service = Service(Settings(port=0, rest_port=-1, ops_port=-1), feeds=[])
         service.feeds = [make_feed(fake, service.universe)]
         await service.start()
         try:

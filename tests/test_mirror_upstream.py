@@ -60,7 +60,9 @@ def test_a_future_trade_is_rejected_counted_never_served_nor_stored(tmp_path: Pa
     async def scenario(fake: FakeBinance) -> None:
         clock = ManualClock(T0 + 1_000)
         fake.set_price("BTCUSDT", "97000.1", T0 + 1_000 + DAY_MS)  # the snapshot, too
-        cfg = Settings(port=0, rest_port=-1, store=str(store), store_flush_interval=0.05)
+        cfg = Settings(
+            port=0, rest_port=-1, store=str(store), store_flush_interval=0.05, ops_port=-1
+        )
         service = Service(cfg, clock=clock, feeds=[])
         service.feeds = [make_feed(fake, service.universe, clock=service.clock)]
         feed = service.feeds[0]
@@ -84,7 +86,7 @@ def test_a_future_trade_is_rejected_counted_never_served_nor_stored(tmp_path: Pa
         finally:
             await service.stop()
         # What the store kept is the genuine tick, which a restart serves.
-        again = Service(Settings(port=0, rest_port=-1, store=str(store)), feeds=[])
+        again = Service(Settings(port=0, rest_port=-1, store=str(store), ops_port=-1), feeds=[])
         await again.start()
         try:
             assert price(again.book, "BTCUSDT") == ("97300.00", T0 + 1_000 + FUTURE_SKEW_MS)
@@ -153,7 +155,7 @@ def test_a_long_ban_on_the_snapshot_does_not_hold_back_the_streams(status: int) 
     async def scenario(fake: FakeBinance) -> None:
         fake.set_price("BTCUSDT", "97000.1", T0)
         fake.refuse_rest(status, retry_after=7200, times=5)  # two hours
-        service = Service(Settings(port=0, rest_port=-1), feeds=[])
+        service = Service(Settings(port=0, rest_port=-1, ops_port=-1), feeds=[])
         service.feeds = [make_feed(fake, service.universe)]
         feed = service.feeds[0]
         assert isinstance(feed, MirrorFeed)
@@ -228,7 +230,7 @@ def test_the_universe_follows_exchange_info(caplog: pytest.LogCaptureFixture) ->
     from tickerd.app import Service
 
     async def scenario(fake: FakeBinance) -> None:
-        service = Service(Settings(port=0, rest_port=0), feeds=[])
+        service = Service(Settings(port=0, rest_port=0, ops_port=-1), feeds=[])
         uni = service.universe
         fake.set_price("BTCUSDT", "97000.1", T0)
         feed = make_feed(fake, uni, symbols=None, universe_every_s=0.2)

@@ -138,7 +138,7 @@ async def replay_answers(folder: Path, symbols: list[str]) -> dict[str, dict[str
     from tickerd.feeds.replay import ReplayFeed
 
     service = Service(Settings(port=0, rest_port=-1, feed="replay", replay_path=str(folder),
-                               replay_speed="max"))  # fmt: skip
+                               replay_speed="max", ops_port=-1))  # fmt: skip
     await service.start()
     try:
         feed = service.feeds[0]
@@ -278,7 +278,7 @@ def test_the_push_ingest_is_recorded_and_replays(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         cfg = Settings(port=0, rest_port=-1, feed="push", push_token=token, push_port=0,
-                       record=str(record))  # fmt: skip
+                       record=str(record), ops_port=-1)  # fmt: skip
         service = Service(cfg)
         await service.start()
         try:

@@ -700,7 +700,7 @@ def test_server_clock_follows_the_replay() -> None:
     async def scenario() -> None:
         cfg = Settings(
             host="127.0.0.1", port=0, rest_port=0, feed="replay", replay_path=str(DATA),
-            replay_speed="step", weight_limit=10,
+            replay_speed="step", weight_limit=10, ops_port=-1,
         )  # fmt: skip
         service = Service(cfg)
         await service.start()

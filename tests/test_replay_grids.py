@@ -167,7 +167,7 @@ def test_six_grids_in_one_replay_served_exactly_over_a_socket(tmp_path: Path) ->
 
     async def scenario() -> None:
         cfg = Settings(host="127.0.0.1", port=0, rest_port=-1, feed="replay",
-                       replay_path=str(tmp_path), replay_speed="max")  # fmt: skip
+                       replay_path=str(tmp_path), replay_speed="max", ops_port=-1)  # fmt: skip
         service = Service(cfg)
         await service.start()
         try:

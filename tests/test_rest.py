@@ -422,7 +422,7 @@ def test_service_rest_follows_the_service_clock_and_exposes_rest_url():
 
     async def scenario() -> None:
         clock = ManualClock(NOW)
-        service = Service(Settings(port=0, rest_port=0), clock=clock, feeds=[])
+        service = Service(Settings(port=0, rest_port=0, ops_port=-1), clock=clock, feeds=[])
         await service.start()
         try:
             url = service.rest_url
@@ -448,7 +448,7 @@ def test_service_without_rest():
     from tickerd.config import Settings
 
     async def scenario() -> None:
-        service = Service(Settings(port=0, rest_port=-1), feeds=[])
+        service = Service(Settings(port=0, rest_port=-1, ops_port=-1), feeds=[])
         await service.start()
         try:
             assert service.rest_url is None and service.http is None

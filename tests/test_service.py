@@ -36,10 +36,15 @@ def can_bind(port: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("taken", ["port", "rest_port", "control_port"])
+@pytest.mark.parametrize("taken", ["port", "rest_port", "ops_port", "control_port"])
 def test_a_port_in_use_stops_everything_started_before_it(tmp_path: Path, taken: str) -> None:
     store = tmp_path / "prices.sqlite"
-    ports = {"port": free_port(), "rest_port": free_port(), "control_port": free_port()}
+    ports = {
+        "port": free_port(),
+        "rest_port": free_port(),
+        "ops_port": free_port(),
+        "control_port": free_port(),
+    }
     push_port = free_port()
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -124,7 +129,7 @@ def test_service_start_leaves_the_garbage_collector_alone() -> None:
     frozen = gc.get_freeze_count()
 
     async def main() -> None:
-        service = Service(Settings(port=0, rest_port=-1, tick_rate=0))
+        service = Service(Settings(port=0, rest_port=-1, tick_rate=0, ops_port=-1))
         await service.start()
         await service.stop()
 

@@ -172,3 +172,33 @@ def test_the_listener_hears_a_first_429_a_ban_and_its_end_from_the_lease_path() 
     assert w.charge("9.9.9.9", 1, banned.until_ms + 1) == 1
     assert [e.kind for e in events] == [REFUSED, BANNED, UNBANNED]
     assert events[-1].until_ms == banned.until_ms
+
+
+def test_weight_charged_counts_leased_local_and_refused_weight_not_banned() -> None:
+    # The ops metric tickerd_request_weight_total reads weight_charged(): leases and
+    # outages both count, a refused request counts (as the base limiter's), a banned one not.
+    redis, clock = FakeRedis(), [0.0]
+    w = SharedLimiter(redis, 10, monotonic=lambda: clock[0], ban_grace=1)
+    for _ in range(4):
+        w.charge("5.5.5.5", 2, T0 + 1_000)
+    assert w.weight_charged() == 8
+    redis.down = True
+    w.charge("6.6.6.6", 3, T0 + 1_000)  # local, during the outage
+    assert w.weight_charged() == 11
+    redis.down = False
+    w.recovered(T0 + 1_000)
+    w.charge("5.5.5.5", 2, T0 + 1_000)  # the last 2 of the 10
+    refusals = 0
+    while True:
+        try:
+            w.charge("5.5.5.5", 2, T0 + 1_000)
+        except BinanceError as exc:
+            if exc.status == 418:
+                break
+            refusals += 1
+    assert refusals == 2
+    banned_total = w.weight_charged()
+    assert banned_total == 11 + 2 + 2 * 3  # two 429s and the request that earned the ban
+    with pytest.raises(BinanceError):
+        w.charge("5.5.5.5", 2, T0 + 1_000)
+    assert w.weight_charged() == banned_total

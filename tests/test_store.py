@@ -244,7 +244,7 @@ def test_bad_store_files_and_settings(tmp_path: Path) -> None:
 
 def settings(store: Path, **kw: Any) -> Settings:
     base: dict[str, Any] = {
-        "host": "127.0.0.1", "port": 0, "rest_port": -1, "tick_rate": 0.0,
+        "host": "127.0.0.1", "port": 0, "rest_port": -1, "tick_rate": 0.0, "ops_port": -1,
         "store": str(store), "store_flush_interval": 3600.0,
     }  # fmt: skip
     base.update(kw)
@@ -292,7 +292,9 @@ def test_service_restores_before_the_port_opens_and_synthetic_keeps_it(
 
 def test_service_without_store_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        service = Service(Settings(host="127.0.0.1", port=0, rest_port=-1, tick_rate=0))
+        service = Service(
+            Settings(host="127.0.0.1", port=0, rest_port=-1, tick_rate=0, ops_port=-1)
+        )
         assert service.store is None
         await service.start()
         await service.stop()

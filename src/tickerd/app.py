@@ -26,6 +26,7 @@ from .errors import TickerdError
 from .feeds import Feed, FeedRegistry, FeedState, build_feeds
 from .health import FeedHealth, assess
 from .limit_log import LimitLog
+from .ops import OpsOptions, OpsSurface
 from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
@@ -121,6 +122,8 @@ class Service:
             weight_limit=settings.weight_limit,
             startup=startup,
         )
+        # ops: /metrics, /status, /dashboard; feed-state logs
+        self.ops = OpsSurface(self, OpsOptions(settings.ops_host, settings.ops_port))
         self._tasks: list[asyncio.Task[None]] = []
         self._started: list[Feed] = []
         self._failures: dict[str, str] = {}  # feed name → why its task died
@@ -209,6 +212,7 @@ class Service:
             restored = await self.store.restore(self.book, self.clock.now_ms())
             self.store.attach(self.book)
             summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
+        self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
         if self.cluster is None:
             await self._start_feeds(summary)
         else:  # the feeds start where the cluster's feed lease is held
@@ -231,6 +235,7 @@ class Service:
             await self.http.start()
             # Logged before the WS line: once "tickerd ready" appears, both are up.
             log.info("tickerd REST ready: %s", self.rest_url)
+        await self.ops.start()  # ops: logs "tickerd ops ready: URL" when --ops-port is on
         self.faults.bind(self.ws, self.http)
         if s.control_port >= 0:
             assert s.control_token  # checked in __init__
@@ -323,6 +328,7 @@ class Service:
     async def stop(self) -> None:
         """Close connections, stop feeds, flush the store (safe after a failed start)."""
         self.control.stop()
+        await self.ops.stop()  # ops
         if self.control_http is not None:
             await self.control_http.stop()
         if self.http is not None:
@@ -338,11 +344,13 @@ class Service:
     async def _run_feed(self, feed: Feed) -> None:
         try:
             await feed.run(self.book)
+            self.ops.feed_ended(feed.name)  # ops
             log.info("feed %s finished", feed.name)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._failures[feed.name] = f"{type(exc).__name__}: {exc}"
+            self.ops.feed_ended(feed.name, failed=True)  # ops
             log.exception("feed %s failed; its prices stay as they were", feed.name)
 
     async def serve_forever(self, *, on_ready: Callable[[], None] | None = None) -> None:

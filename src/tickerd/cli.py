@@ -12,15 +12,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .config import GROUPS, Settings, default_text, env_of, flag_of, setting_rules, shown
 from .errors import TickerdError
 from .loop import run
-from .timestamps import UTCFormatter
 from .tls import TLSError, TLSFiles
 from .validation import Resolved, SettingError, resolve
+
+if TYPE_CHECKING:
+    from .ops.group import GroupPlan
 
 SERVE_EXAMPLES = """\
 examples:
@@ -28,8 +30,8 @@ examples:
       synthetic prices on ws://127.0.0.1:9000/ws-fapi/v1 and http://127.0.0.1:9001
   tickerd serve --feed replay --replay-path ~/binance/um/daily/trades --replay-speed 60
       Binance's own trades, replayed 60 times faster than they happened
-  TICKERD_CONTROL_TOKEN=s3cret tickerd serve --control-port 9003 --store prices.db
-      fault injection on 127.0.0.1:9003; last prices kept across restarts
+  TICKERD_CONTROL_TOKEN=s3cret tickerd serve --control-port 9004 --store prices.db
+      fault injection on 127.0.0.1:9004; last prices kept across restarts
 
 Every flag is also a variable: --weight-limit 100 is TICKERD_WEIGHT_LIMIT=100 (a flag
 wins over its variable). A bad value stops tickerd with one line and exit status 2.
@@ -139,11 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in resolved.warnings:
             print(f"tickerd serve: warning: {warning}", file=sys.stderr)
         settings = resolved.settings
-        handler = logging.StreamHandler()
-        handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+        from .ops.logs import configure_logging
         from .transport.resources import raise_fd_limit
 
+        # Text or JSON, set before --workers forks, so the workers log the same way.
+        configure_logging(settings.log_level, settings.log_format)
         raise_fd_limit()  # soft RLIMIT_NOFILE up to the hard limit (Service warns if too low)
         if settings.workers != "1":  # --workers: a supervisor forks the workers
             return _supervise(settings)
@@ -176,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _supervise(settings: Settings) -> int:
     """``tickerd serve --workers N``: bind the public ports once, run N workers on them."""
     from .cluster.supervisor import Supervisor, worker_count
+    from .ops.group import GroupPlan
 
     try:
         n = worker_count(settings.workers)
@@ -201,16 +204,23 @@ def _supervise(settings: Settings) -> int:
     ports = {"ws": settings.port}
     if settings.rest_port >= 0:
         ports["rest"] = settings.rest_port
-    supervisor = Supervisor(
-        lambda i, socks: _worker(settings, bound, i, socks),
-        n,
-        settings.host,
-        ports,
-        forward=(signal.SIGHUP,) if tls else (),  # each worker reloads its certificate
-    )
+    plan: GroupPlan | None = None
     try:
+        # The supervisor owns the ops port; each worker shows its view privately.
+        if settings.ops_port >= 0:
+            plan = GroupPlan(settings.ops_host, settings.ops_port, n)
+        supervisor = Supervisor(
+            lambda i, socks: _worker(settings, bound, i, socks, plan),
+            n,
+            settings.host,
+            ports,
+            forward=(signal.SIGHUP,) if tls else (),  # each worker reloads its certificate
+            aux=_ops_main(plan, settings) if plan is not None else None,
+        )
         bound = supervisor.bind()
     except OSError as exc:
+        if plan is not None:
+            plan.close()
         print(f"tickerd: {exc}", file=sys.stderr)
         return 1
     logging.getLogger("tickerd.supervisor").info(
@@ -219,21 +229,44 @@ def _supervise(settings: Settings) -> int:
         bound["ws"],
         bound.get("rest", "off"),
     )
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if plan is not None:
+            plan.close()
 
 
-def _worker(settings: Settings, ports: dict[str, int], index: int, socks: dict[str, Any]) -> int:
+def _ops_main(plan: GroupPlan, settings: Settings) -> Callable[[], int]:
+    from .ops.group import serve_group
+
+    return lambda: serve_group(plan.sock, plan.host, plan.paths, shared=bool(settings.redis))
+
+
+def _worker(
+    settings: Settings,
+    ports: dict[str, int],
+    index: int,
+    socks: dict[str, Any],
+    plan: GroupPlan | None,
+) -> int:
     from .app import Service
+    from .ops import OpsOptions
 
-    # Worker 0 alone serves the control plane (its operations reach the others via Redis).
+    # Worker 0 alone serves the control plane (its operations reach the others via Redis);
+    # the supervisor's ops process serves the ops port, from each worker's private socket.
     settings = dataclasses.replace(
         settings,
         port=ports["ws"],
         rest_port=ports.get("rest", -1),
         control_port=settings.control_port if index == 0 else -1,
+        ops_port=-1,
     )
+    if plan is not None:
+        plan.sock.close()
     try:
         service = Service(settings, sockets=socks, worker=index)
+        if plan is not None:
+            service.ops.options = OpsOptions(path=plan.paths[index])
         run(service.serve_forever(on_ready=gc.freeze))
     except (TickerdError, OSError) as exc:
         print(f"tickerd: worker {index}: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import orjson
 
 from . import weights
 from .book import PriceBook
+from .counters import ApiCounters
 from .errors import (
     INVALID_ID_MSG,
     INVALID_JSON_MSG,
@@ -134,6 +135,7 @@ class Protocol:
         self._methods: dict[str, Callable[[bytes, dict[str, Any], Session, int], Reply]] = {
             "ticker.price": self._ticker_price,
         }
+        self.counters = ApiCounters(self._methods)  # ops: read at scrape time
         self._weight_one, self._weight_all = (
             weights.WS_API["ticker.price"].of(True),
             weights.WS_API["ticker.price"].of(False),
@@ -178,6 +180,7 @@ class Protocol:
             if name and version[:1] == "v" and digits.isascii() and digits.isdigit():
                 handler = self._methods.get(name)
             if handler is None:
+                self.counters.unknown += 1  # ops
                 return self._error(rid, 400, self._unknown_method, session, params, now_ms)
         return handler(rid, params, session, now_ms)
 
@@ -201,14 +204,18 @@ class Protocol:
         params = request.get("params", _NO_PARAMS)
         if rid is None or type(params) is not dict or type(request.get("method")) is not str:
             return None
+        self.counters.refuse(request["method"], error.status)  # ops
         return self._limited(rid, error, session, params)
 
     def binary_frame(self) -> Reply:
         """The answer to a binary frame: the WS API speaks JSON text only."""
-        return self.envelope_error(None, INVALID_JSON_MSG)
+        # ops: not envelope_error, which counts an answer; the server builds this one once.
+        body = orjson.dumps({"code": int(ErrorCode.UNKNOWN), "msg": INVALID_JSON_MSG})
+        return (b'{"id":null,"status":400,"error":%s}' % body,)
 
     def envelope_error(self, rid: bytes | None, msg: str) -> Reply:
         """A request-level failure: status 400, code -1000, no ``rateLimits`` (as Binance)."""
+        self.counters.invalid += 1  # ops
         body = orjson.dumps({"code": int(ErrorCode.UNKNOWN), "msg": msg})
         return (b'{"id":%s,"status":400,"error":%s}' % (rid or b"null", body),)
 
@@ -218,19 +225,23 @@ class Protocol:
         symbol = params.get("symbol", _ABSENT)
         has_symbol = symbol is not _ABSENT
         weight = self._weight_one if has_symbol else self._weight_all
+        self.counters.price += 1  # ops
         try:
             count = self.limiter.charge(s.client, weight, now)
         except BinanceError as err:
+            self.counters.price_errors[err.status] += 1  # ops
             return self._limited(rid, err, s, params)
         show = s.return_rate_limits if "returnRateLimits" not in params else None
         if show is None:
             show = self._show_rate_limits(s, params)
             if show is None:
+                self.counters.price_errors[400] += 1  # ops
                 return self._error_counted(rid, 400, self._bad_rl_param, True, count)
         if has_symbol:
             body = self.book.body(symbol) if type(symbol) is str else None
             if body is None:
                 error = self._bad_symbol if type(symbol) is str and symbol else self._bad_param
+                self.counters.price_errors[400] += 1  # ops
                 return self._error_counted(rid, 400, error, show, count)
         else:
             body = self.book.all_body()
@@ -275,6 +286,7 @@ class Protocol:
         try:
             count = self.limiter.charge(s.client, 1, now)
         except BinanceError as err:
+            self.counters.unknown_limited[err.status] += 1  # ops
             return self._limited(rid, err, s, params)
         show = self._show_rate_limits(s, params)
         return self._error_counted(rid, status, error, show is not False, count)

@@ -100,6 +100,7 @@ class RateLimiter:
         self.ban_grace = ban_grace
         self.ban_memory_ms = ban_memory_ms
         self.max_clients = max_clients
+        self.weight_spent = 0  # ops: weight of windows ended or forgotten; see weight_charged
         self.listener = listener
         self._clients: dict[str, ClientWindow] = {}
 
@@ -114,6 +115,7 @@ class RateLimiter:
             c = self._new_client(key, now_ms)
         window_start = now_ms - now_ms % self.window_ms
         if c.window_start != window_start:
+            self.weight_spent += c.used  # ops
             c.window_start = window_start
             c.used = 0
             c.refused = 0
@@ -152,8 +154,10 @@ class RateLimiter:
     def reset(self, key: str | None = None) -> None:
         """Forget one client's usage and bans, or everyone's."""
         if key is None:
+            self.weight_spent += sum(c.used for c in self._clients.values())  # ops
             self._clients.clear()
         else:
+            self.weight_spent += self._clients[key].used if key in self._clients else 0  # ops
             self._clients.pop(key, None)
 
     def usage(self, now_ms: int) -> list[ClientUsage]:
@@ -167,6 +171,12 @@ class RateLimiter:
             )
             for key, c in sorted(self._clients.items())
         ]
+
+    def weight_charged(self) -> int:
+        """All weight ever charged (refused requests' too, banned ones' not): the windows
+        that ended or were forgotten, plus every client's current one. Kept off the hot
+        path: :meth:`charge` adds nothing; a window's weight is added when it ends."""
+        return self.weight_spent + sum(c.used for c in self._clients.values())
 
     def _ban(self, c: ClientWindow, now_ms: int, duration_ms: int | None = None) -> None:
         if c.bans and now_ms - c.last_ban_end > self.ban_memory_ms:
@@ -212,6 +222,7 @@ class RateLimiter:
             and (c.bans == 0 or now_ms - c.last_ban_end > self.ban_memory_ms)
         ]
         for k in idle:
+            self.weight_spent += clients[k].used  # ops
             del clients[k]
         if len(clients) >= self.max_clients:
             batch = max(len(clients) - self.max_clients + 1, self.max_clients // 8)
@@ -219,6 +230,7 @@ class RateLimiter:
                 clients, key=lambda k: (clients[k].ban_until > now_ms, clients[k].window_start)
             )
             for k in order[:batch]:
+                self.weight_spent += clients[k].used  # ops
                 del clients[k]
 
 

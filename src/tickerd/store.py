@@ -39,9 +39,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 from .book import PriceBook, TickRejected
+from .counters import StoreCounters
 from .errors import TickerdError
 from .models import Tick
 
@@ -84,6 +86,7 @@ class PriceStore:
         self.flush_interval = flush_interval
         self.flushes = 0
         self.written = 0
+        self.counters = StoreCounters()  # ops: flush durations and failed writes
         self.dropped = 0
         self.failures = 0  # flushes in a row that failed
         self._dirty: dict[str, Tick] = {}
@@ -178,6 +181,7 @@ class PriceStore:
         if not self._dirty:
             return 0
         batch, self._dirty = self._dirty, {}
+        started = perf_counter_ns()  # ops
         try:
             dropped = await self._call(self._write, list(batch.values()))
         except BaseException as exc:
@@ -186,8 +190,10 @@ class PriceStore:
             self._dirty = batch
             if not isinstance(exc, Exception):
                 raise
+            self.counters.failures += 1  # ops
             self._failed(exc)
             return 0
+        self.counters.duration.observe(perf_counter_ns() - started)  # ops
         if self.failures:
             log.warning("store %s: writes resumed after %d failed", self.path, self.failures)
             self.failures = 0

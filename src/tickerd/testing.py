@@ -131,7 +131,8 @@ class TickerdServer:
         from .app import Service
         from .config import Settings
 
-        fields: dict[str, Any] = {"host": "127.0.0.1", "tick_rate": 0.0}
+        # No fixed port: the ops surface is off unless asked for (ops_port=0: a free port).
+        fields: dict[str, Any] = {"host": "127.0.0.1", "tick_rate": 0.0, "ops_port": -1}
         fields.update(self.overrides)
         fields.update(port=0, rest_port=0 if self.rest else -1)
         settings = Settings(**fields)

@@ -107,6 +107,7 @@ class SharedLimiter(RateLimiter):
         self.divisor = divisor
         self.down = False
         self.lease_calls = 0
+        self.weight_leased = 0  # ops: every weight charged here (see weight_charged)
         self._leases: dict[str, Lease] = {}
         self._outage: dict[str, list[int]] = {}  # ip → [local window start, weight admitted]
 
@@ -133,6 +134,7 @@ class SharedLimiter(RateLimiter):
             c = self._clients.get(key)
             if c is not None and c.ban_until > now_ms:
                 raise self._banned(key, c, now_ms)
+        self.weight_leased += weight  # ops: admitted or refused, as the base limiter counts
         if lease.left >= weight:
             lease.left -= weight
             return lease.base - lease.left + lease.refused
@@ -192,6 +194,9 @@ class SharedLimiter(RateLimiter):
                 self.on_outage()
 
     def _charge_local(self, key: str, weight: int, now_ms: int) -> int:
+        c = self._clients.get(key)
+        if c is None or c.ban_until <= now_ms:  # ops: what the base limiter counts
+            self.weight_leased += weight
         count = super().charge(key, weight, now_ms)  # raises when refused: nothing admitted
         start = now_ms - now_ms % self.window_ms
         entry = self._outage.get(key)
@@ -261,6 +266,12 @@ class SharedLimiter(RateLimiter):
         if lease is None or self.monotonic() >= lease.deadline:
             return 0
         return lease.base - lease.left + lease.refused
+
+    def weight_charged(self) -> int:
+        """All weight this worker charged (refused requests' too, banned ones' not), from its
+        leases and locally during outages; counted as charged, since a banned client's
+        window holds the cluster's count, not this worker's."""
+        return self.weight_leased
 
     def usage(self, now_ms: int) -> list[ClientUsage]:
         """Every client known here (with a lease, a window or a ban)."""

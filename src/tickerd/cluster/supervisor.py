@@ -11,6 +11,9 @@ waits for signals (``sigtimedwait``), so it has nothing else to get wrong.
   restarted after a delay that doubles up to ``MAX_DELAY_S``.
 * A signal in ``forward`` (SIGHUP with ``--tls-cert``: reload the certificate) is sent on
   to every worker.
+* ``aux``: one more child run beside the workers (the ops port's process, which needs an
+  event loop the supervisor does not run); it gets no public socket and no forwarded
+  signal, and is restarted and stopped as a worker is.
 * SIGTERM or SIGINT: every worker gets SIGTERM and drains (closes its connections with
   1001, stops its feeds, flushes its store); one still alive after ``drain_timeout`` is
   killed. The supervisor exits 0 when every worker stopped by itself, else 1.
@@ -80,6 +83,7 @@ class Supervisor:
         *,
         drain_timeout: float = 10.0,
         forward: Collection[signal.Signals] = (),
+        aux: Callable[[], int] | None = None,
     ) -> None:
         self.main = main
         self.forward = frozenset(forward)
@@ -89,7 +93,8 @@ class Supervisor:
         self.ports = dict(ports)
         self.drain_timeout = drain_timeout
         self.groups: dict[str, list[socket.socket]] = {}
-        self.slots = [Slot(i) for i in range(count)]
+        self.aux = aux
+        self.slots = [Slot(i) for i in range(count + (aux is not None))]
 
     def bind(self) -> dict[str, int]:
         """Bind every group; returns the ports bound (port 0 resolved)."""
@@ -122,7 +127,7 @@ class Supervisor:
                 if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     return self._drain()
                 if info is not None and info.si_signo in self.forward:
-                    for slot in self.slots:
+                    for slot in self.slots[: self.count]:  # the workers, not the aux child
                         if slot.pid:
                             _signal(slot.pid, signal.Signals(info.si_signo))
                 self._reap()
@@ -142,12 +147,17 @@ class Supervisor:
             code = 1
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                mine = {name: socks[slot.index] for name, socks in self.groups.items()}
+                aux = slot.index == self.count  # the aux child serves no public port
+                mine = {} if aux else {n: socks[slot.index] for n, socks in self.groups.items()}
                 for socks in self.groups.values():
                     for s in socks:
                         if s not in mine.values():
                             s.close()
-                code = self.main(slot.index, mine)
+                if aux:
+                    assert self.aux is not None
+                    code = self.aux()
+                else:
+                    code = self.main(slot.index, mine)
             except BaseException:  # noqa: BLE001 - a worker never returns into the supervisor
                 traceback.print_exc()
             finally:
@@ -156,7 +166,10 @@ class Supervisor:
                 os._exit(code)
         slot.pid = pid
         slot.started = time.monotonic()
-        log.info("tickerd worker %d: pid %d", slot.index, pid)
+        log.info("%s: pid %d", self._name(slot), pid)
+
+    def _name(self, slot: Slot) -> str:
+        return "tickerd ops process" if slot.index == self.count else f"tickerd worker {slot.index}"
 
     def _reap(self) -> None:
         while True:
@@ -178,8 +191,8 @@ class Supervisor:
         slot.pid = 0
         slot.restarts += 1
         log.warning(
-            "tickerd worker %d died (%s); restarting in %.1f s",
-            slot.index,
+            "%s died (%s); restarting in %.1f s",
+            self._name(slot),
             _describe(status),
             slot.delay,
         )

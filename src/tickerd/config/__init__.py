@@ -17,6 +17,7 @@ from .cluster import ClusterSettings
 from .control import ControlSettings
 from .feeds import FeedSettings
 from .limits import LimitSettings
+from .ops import OpsSettings
 from .schema import (
     DAY_S,
     ENV_PREFIX,
@@ -53,9 +54,10 @@ __all__ = [
 
 # Bases are listed last group first: a dataclass takes its bases' fields in reverse method
 # resolution order, so the fields (and ``--help``) come server, feeds, store, limits, control,
-# tls, cluster.
+# tls, cluster, ops.
 @dataclass
 class Settings(
+    OpsSettings,
     ClusterSettings,
     TLSSettings,
     ControlSettings,

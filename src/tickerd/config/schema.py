@@ -47,6 +47,7 @@ GROUPS: dict[str, str] = {
     "feeds": "Feeds",
     "store": "Store",
     "control": "Control",
+    "ops": "Ops",
     "tls": "TLS",
     "cluster": "Cluster",
 }
@@ -74,6 +75,7 @@ REQUIREMENTS: dict[str, Requirement] = {
     ),
     "store": Requirement("--store", lambda s: bool(s.store)),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
+    "ops": Requirement("--ops-port", lambda s: s.ops_port >= 0),
     "redis": Requirement("--redis", lambda s: bool(s.redis)),
     "tls-cert": Requirement("--tls-cert", lambda s: bool(s.tls_cert)),
     "tls-key": Requirement("--tls-key", lambda s: bool(s.tls_key)),

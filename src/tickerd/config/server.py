@@ -42,3 +42,10 @@ class ServerSettings:
         kind="choice",
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     )
+    log_format: str = setting(
+        "text",
+        help="log format: text, or json (one object per line)",
+        group="server",
+        kind="choice",
+        choices=("text", "json"),
+    )

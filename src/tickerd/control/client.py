@@ -26,7 +26,7 @@ class ControlClient:
     a control plane that cannot be reached, does not answer in ``timeout`` seconds or
     answers something that is not a JSON object.
 
-    >>> ctl = ControlClient("http://127.0.0.1:9003", "secret")    # doctest: +SKIP
+    >>> ctl = ControlClient("http://127.0.0.1:9004", "secret")    # doctest: +SKIP
     >>> ctl.call("fault.http429", count=2)                        # doctest: +SKIP
     """
 

@@ -1,6 +1,6 @@
 """The control plane's HTTP surface: its own port, loopback by default, a bearer token.
 
-``tickerd serve --control-port 9003 --control-token SECRET`` serves :class:`~tickerd.control.Control`:
+``tickerd serve --control-port 9004 --control-token SECRET`` serves :class:`~tickerd.control.Control`:
 
 - ``GET /control/state``: clock, prices, statuses, weight limit, per-IP weight and bans,
   armed faults, connections (with the ids faults can aim at), the running scenario;
@@ -49,7 +49,7 @@ class ControlOptions:
 
     token: str
     host: str = "127.0.0.1"
-    port: int = 9003
+    port: int = 9004
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

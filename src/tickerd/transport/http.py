@@ -27,7 +27,9 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .. import weights
 from ..clock import Clock
+from ..counters import RestCounters
 from ..rest import RestApi, RestReply
 from .aio import HttpLimits, Site
 from .ws import peer_client
@@ -71,6 +73,7 @@ class HTTPServer:
         # while a fault aimed at REST clients is armed (swapped, so no fault costs nothing).
         self.handle: Callable[[str, str, str, str, int], RestReply] = api.handle
         self.site = Site()
+        self.counters = RestCounters(weights.REST)  # ops: read at scrape time
         # Load-balancer hooks (see WSServer): the client of a request, a protocol in front.
         self.client_of: Callable[[Any, Any], str] = peer_client
         self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
@@ -117,4 +120,5 @@ class HTTPServer:
             self.client_of(peer, request.headers),
             self.clock.now_ms(),
         )
+        self.counters.count(path, reply.status)  # ops
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)

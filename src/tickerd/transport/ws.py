@@ -30,6 +30,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -37,6 +38,7 @@ import orjson
 
 from .. import weights
 from ..clock import Clock
+from ..counters import LATENCY_SAMPLE_MASK, ConnectionCounters
 from ..errors import BinanceError, ErrorCode, connect_limited
 from ..protocol import Protocol, Session
 from ..ratelimit import AttemptCounter
@@ -130,6 +132,7 @@ class Connection(WSListener):
             binary_reply=server.binary_reply,
         )
         self.batch_now = 0  # the clock, read at the first frame of a socket read
+        self.read_ns = 0  # ops: when the first request frame of a timed read was seen
 
     @property
     def opened(self) -> float:
@@ -178,10 +181,15 @@ class Connection(WSListener):
         if frame.last_in_buffer:
             self.batch_now = 0
             self.flush()
+            if self.read_ns:  # ops: reply latency of a timed read
+                self.server.counters.latency.observe(perf_counter_ns() - self.read_ns)
+                self.read_ns = 0
 
     def read_time(self) -> int:
         """The time for every frame of the current socket read: read once per read."""
         now = self.batch_now = self.now_ms()
+        if not now & LATENCY_SAMPLE_MASK:  # ops: reads in one clock millisecond in 16 are timed
+            self.read_ns = perf_counter_ns()
         return now
 
     # -- output ---------------------------------------------------------------------------
@@ -272,6 +280,7 @@ class WSServer:
         self.connections: set[Connection] = set()
         self.attempts = AttemptCounter(options.connect_limit, weights.CONNECT_WINDOW_MS)
         self.slow_readers_cut = 0
+        self.counters = ConnectionCounters()  # ops: read at scrape time
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
         # Load-balancer hooks: who a request's client is, and a protocol in front of
@@ -318,10 +327,14 @@ class WSServer:
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
+        self.counters.open(conn.conn_id, conn.session.client)  # ops
         if self.faults is not None:
             self.faults.attach(conn)
 
     def discard(self, conn: Connection) -> None:
+        if conn in self.connections:  # ops
+            handshake = conn.ws.close_handshake if conn.ws is not None else None
+            self.counters.close(conn.conn_id, conn.session.client, handshake)
         self.connections.discard(conn)
         if conn.ws is not None:
             self.budget.forget(conn.ws.underlying_transport)
@@ -371,13 +384,16 @@ class WSServer:
         accept_connection_token_list(request)
         now = self.clock.now_ms()
         if len(self.connections) >= self.options.max_connections:
+            self.counters.refused["max_connections"] += 1  # ops
             return _refuse(BinanceError.of(ErrorCode.SERVER_BUSY, status=503), now)
         if not self.attempts.allow(ip, now):
+            self.counters.refused["connect_limit"] += 1  # ops
             limit = self.options.connect_limit
             return _refuse(connect_limited(ip, limit, self.attempts.retry_after_ms(now), now), now)
         try:
             self.protocol.limiter.charge(ip, weights.WS_HANDSHAKE_WEIGHT, now)
         except BinanceError as err:
+            self.counters.refused["banned" if err.status == 418 else "rate_limited"] += 1  # ops
             return _refuse(err, now)
         return Connection(self, Session.from_query(ip, dict(parse_qsl(query))))
 
