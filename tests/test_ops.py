@@ -392,7 +392,7 @@ def test_feed_state_changes_are_logged(server, tmp_path):
     good.parent.mkdir()
     shutil.copy(DATA / "BTCUSDT-trades-2024-01-01.csv", good)
     srv = server("--feed", "replay", "--replay-path", str(good), "--replay-speed", "max")
-    line = srv.wait_log("feed replay: ")
+    line = srv.wait_log("feed replay: starting -> ")  # not the start-up summary's line
     assert "feed replay: starting -> finished" in line or "starting -> up" in line
     srv.wait_log("-> finished")
     assert wait_for(lambda: status_doc(srv)["feeds"][0]["state"] == "finished")
