@@ -61,7 +61,8 @@ class StreamConnection(Connection):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         super().on_ws_connected(transport)
-        self.stream.open_with(self.path.names)  # checked by the gate before the upgrade
+        names = tuple(n for n in self.path.names if parse_name(n) is not None)
+        self.stream.open_with(names)  # counted by the gate before the upgrade
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         super().on_ws_disconnected(transport)
@@ -110,11 +111,10 @@ class StreamGate:
         return parse_path(path, query)
 
     def problem(self, path: StreamPath) -> str | None:
-        """Why the names of ``path`` cannot be served (malformed, too many), or None."""
-        for name in path.names:
-            if parse_name(name) is None:
-                return f"invalid stream name {name[:100]!r}"
-        count = len(set(path.names))
+        """Why the names of ``path`` cannot be served (too many), or None. A path part that
+        is no stream name is passed over: clients put connection labels there (ccxt opens
+        ``/public/ws/0``)."""
+        count = len({n for n in path.names if parse_name(n) is not None})
         if count > self.limits.max_streams:
             return f"{count} streams; at most {self.limits.max_streams} per connection"
         return None
