@@ -371,3 +371,36 @@ def test_mini_tickers_every_second_and_two_seconds_changed_symbols_only() -> Non
     sink.deliveries.clear()
     hub.tick(12.0, NOW + 3000)  # second 2 s round: DOGE changed, but nobody asked for it
     assert sink.deliveries == []
+
+
+def test_tickers_carry_the_full_24h_figures() -> None:
+    hub, book = hub_and_book()
+    s = session(hub, Route.MARKET)
+    s.open_with(("!ticker@arr", "ethusdt@ticker"))
+    sink = s.sub
+    assert isinstance(sink, Sink)
+    book.apply([
+        Trade("ETHUSDT", "2000.00", NOW + 10, "1.000", 7, 10, 12, True),  # three trades
+        Trade("ETHUSDT", "2100.00", NOW + MINUTE_MS, "3.000", 8, 13, 13, False),
+        Tick("ETHUSDT", "2050.00", NOW + MINUTE_MS + 5),  # a price without a trade
+    ])  # fmt: skip
+    hub.tick(1.0, NOW + 2 * MINUTE_MS)
+    arr, single = (orjson.loads(p) for p in sink.payloads())
+    assert arr == [single]
+    assert list(single) == ["e", "E", "s", "p", "P", "w", "c", "Q", "o", "h", "l", "v", "q",
+                            "O", "C", "F", "L", "n"]  # fmt: skip
+    assert single == {
+        "e": "24hrTicker", "E": NOW + 2 * MINUTE_MS, "s": "ETHUSDT", "p": "50.00",
+        "P": "2.500", "w": "2075.00", "c": "2050.00", "Q": "3.000", "o": "2000.00",
+        "h": "2100.00", "l": "2000.00", "v": "4", "q": "8300",
+        "O": NOW + 2 * MINUTE_MS - 1439 * MINUTE_MS, "C": NOW + 2 * MINUTE_MS, "F": 10, "L": 13,
+        "n": 4,
+    }  # fmt: skip
+    sink.deliveries.clear()
+    hub.tick(3.0, NOW + 2 * MINUTE_MS + 1440 * MINUTE_MS)  # a day later: every trade has left
+    (arr,), (single,) = ([orjson.loads(p)] for p in sink.payloads())
+    assert arr == [single]
+    assert {k: single[k] for k in ("p", "P", "w", "c", "o", "h", "l", "v", "q", "F", "L", "n")} == {
+        "p": "0.00", "P": "0.000", "w": "0.00", "c": "2050.00", "o": "2050.00", "h": "2050.00",
+        "l": "2050.00", "v": "0", "q": "0", "F": -1, "L": -1, "n": 0,
+    }  # fmt: skip

@@ -238,20 +238,22 @@ def test_replay_file_yields_exactly_its_aggtrades_and_mini_ticker(server: Any) -
         rows = [r for r in csv.reader(f) if r and r[0].isdigit()]
     srv = server("--feed", "replay", "--replay-path", str(path), "--replay-speed", "step",
                  "--control-port", "0", "--control-token", TOKEN, minute_margin=0)  # fmt: skip
-    with open_stream(srv, "/market/stream?streams=btcusdt@aggTrade/btcusdt@miniTicker") as ws:
+    names = ["btcusdt@aggTrade", "btcusdt@miniTicker", "btcusdt@ticker"]
+    with open_stream(srv, "/market/stream?streams=" + "/".join(names)) as ws:
         ws.send('{"method":"LIST_SUBSCRIPTIONS","id":1}')
-        assert recv_json(ws)["result"] == ["btcusdt@aggTrade", "btcusdt@miniTicker"]
+        assert recv_json(ws)["result"] == names
         answer = ControlClient(srv.control_url, TOKEN).call("replay.step", count=len(rows))
         assert answer["stepped"] == len(rows)
         aggs: list[dict[str, Any]] = []
-        mini: dict[str, Any] | None = None
+        stats: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 10
-        while (len(aggs) < len(rows) or mini is None) and time.monotonic() < deadline:
+        while (len(aggs) < len(rows) or len(stats) < 2) and time.monotonic() < deadline:
             event = recv_json(ws)
             if event["stream"] == "btcusdt@aggTrade":
                 aggs.append(event["data"])
             else:
-                mini = event["data"]
+                stats[event["stream"]] = event["data"]
+    mini, ticker = stats.get("btcusdt@miniTicker"), stats.get("btcusdt@ticker")
     rows.sort(key=lambda r: int(r[4]))  # time order (stable: file order at equal times)
     expected = [
         {"e": "aggTrade", "s": "BTCUSDT", "a": int(r[0]), "p": f"{Decimal(r[1]):.2f}",
@@ -270,6 +272,19 @@ def test_replay_file_yields_exactly_its_aggtrades_and_mini_ticker(server: Any) -
     assert Decimal(mini["v"]) == sum(Decimal(r[2]) for r in rows)
     assert Decimal(mini["q"]) == sum(Decimal(r[1]) * Decimal(r[2]) for r in rows)
     assert mini["c"] == ticker_price(srv, "BTCUSDT")["price"]
+    assert ticker is not None
+    volume = sum(Decimal(r[2]) for r in rows)
+    quote = sum(Decimal(r[1]) * Decimal(r[2]) for r in rows)
+    cent = Decimal("0.01")
+    assert {k: ticker[k] for k in ("p", "P", "w", "c", "Q", "o", "h", "l", "F", "L", "n")} == {
+        "p": f"{prices[-1] - prices[0]:.2f}",
+        "P": f"{((prices[-1] - prices[0]) * 100 / prices[0]).quantize(Decimal('0.001')):f}",
+        "w": f"{(quote / volume).quantize(cent):f}", "c": mini["c"], "Q": rows[-1][2],
+        "o": mini["o"], "h": mini["h"], "l": mini["l"], "F": int(rows[0][0]),
+        "L": int(rows[-1][0]), "n": len(rows),
+    }  # fmt: skip
+    assert (Decimal(ticker["v"]), Decimal(ticker["q"])) == (volume, quote)
+    assert ticker["C"] - ticker["O"] == 1439 * 60_000 + ticker["C"] % 60_000
 
 
 # -- unchanged clients ---------------------------------------------------------------------------

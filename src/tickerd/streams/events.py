@@ -7,6 +7,7 @@ integer milliseconds):
 * trade: the ``@trade`` stream of the ``/public`` route (the same trades, one event each)
 * 24hrMiniTicker: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Individual-Symbol-Mini-Ticker-Stream
   and .../All-Market-Mini-Tickers-Stream (an array of the same objects)
+* 24hrTicker: .../Individual-Symbol-Ticker-Streams and .../All-Market-Tickers-Streams
 
 Symbols come from the universe and prices, quantities from the validated trade, so every
 text is plain ASCII that needs no JSON escaping. ``nq`` (the quantity without RPI orders)
@@ -25,6 +26,10 @@ _AGG = (
     b'"f":%d,"l":%d,"T":%d,"m":%s}'
 )
 _TRADE = b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"MARKET","m":%s}'
+_TICKER = (
+    b'{"e":"24hrTicker","E":%d,"s":"%s","p":"%s","P":"%s","w":"%s","c":"%s","Q":"%s",'
+    b'"o":"%s","h":"%s","l":"%s","v":"%s","q":"%s","O":%s,"C":%s,"F":%s,"L":%s,"n":%s}'
+)
 _MINI = (
     b'{"e":"24hrMiniTicker","E":%d,"s":"%s","c":"%s","o":"%s","h":"%s","l":"%s","v":"%s","q":"%s"}'
 )
@@ -54,6 +59,12 @@ def mini_ticker(symbol: str, window: SymbolWindow, event_ms: int) -> bytes:
         event_ms, symbol.encode(), close.encode(), open_.encode(), high.encode(),
         low.encode(), volume.encode(), quote.encode(),
     )  # fmt: skip
+
+
+def ticker(symbol: str, window: SymbolWindow, event_ms: int) -> bytes:
+    """The ``24hrTicker`` event of ``symbol``'s window (closing at ``event_ms``)."""
+    fields = tuple(f.encode() for f in window.ticker(event_ms))
+    return _TICKER % (event_ms, symbol.encode(), *fields)
 
 
 def raw_frame(payload: bytes) -> bytes:

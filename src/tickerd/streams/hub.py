@@ -12,8 +12,9 @@ Each applied batch goes into the windows, and each trade of a subscribed ``@trad
 Output leaves in rounds. :meth:`StreamHub.flush` (the transport calls it once per
 event-loop turn after :attr:`StreamHub.on_pending` asked) sends the ``@trade`` events;
 :meth:`StreamHub.tick` (every 100 ms) sends the ``@aggTrade`` events, every second the
-``!miniTicker@arr`` array of the symbols whose figures changed and every two seconds each
-changed symbol's ``@miniTicker``: Binance's update speeds
+``!miniTicker@arr`` and ``!ticker@arr`` arrays of the symbols whose figures changed and
+every two seconds each changed symbol's ``@miniTicker`` and ``@ticker``: Binance's update
+speeds
 (https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams).
 In a round, each event becomes at most two frames — bare for ``/ws`` sockets, wrapped
 ``{"stream","data"}`` for combined ones — and each subscriber gets one list of those
@@ -27,14 +28,17 @@ from typing import Protocol
 
 from ..book import PriceBook
 from ..models import Tick, Trade
-from .events import agg_trade, combined_frame, mini_ticker, raw_frame, trade_event
+from .events import agg_trade, combined_frame, mini_ticker, raw_frame, ticker, trade_event
 from .names import Route, StreamName
-from .window import DayWindows
+from .window import DayWindows, SymbolWindow
 
 AGG_TRADE_S = 0.1  # @aggTrade: 100 ms
-ARR_S = 1.0  # !miniTicker@arr: 1 s, changed symbols only
-MINI_S = 2.0  # <symbol>@miniTicker: 2 s
+ARR_S = 1.0  # !miniTicker@arr, !ticker@arr: 1 s, changed symbols only
+MINI_S = 2.0  # <symbol>@miniTicker, <symbol>@ticker: 2 s
 ALL_MINI = "!miniTicker@arr"
+ALL_TICKER = "!ticker@arr"
+#: The statistics streams: (all-market name, index of the per-symbol name, payload).
+STATISTICS = ((ALL_MINI, 2, mini_ticker), (ALL_TICKER, 3, ticker))
 
 
 class Subscriber(Protocol):
@@ -60,7 +64,7 @@ class StreamHub:
         self.events = 0  # events printed
         self.frames = 0  # frames handed to subscribers
         self._attached = False
-        self._names: dict[str, tuple[str, str, str]] = {}  # symbol -> its stream names
+        self._names: dict[str, tuple[str, ...]] = {}  # symbol -> its stream names
         self._trades: dict[str, list[bytes]] = {}  # @trade payloads waiting for flush()
         self._aggs: dict[str, list[bytes]] = {}  # @aggTrade payloads waiting for tick()
         self._changed_arr: set[str] = set()
@@ -133,9 +137,10 @@ class StreamHub:
         if pending:
             self.on_pending()
 
-    def _names_of(self, symbol: str) -> tuple[str, str, str]:
+    def _names_of(self, symbol: str) -> tuple[str, ...]:
         low = symbol.lower()
-        own = self._names[symbol] = (f"{low}@aggTrade", f"{low}@trade", f"{low}@miniTicker")
+        kinds = ("aggTrade", "trade", "miniTicker", "ticker")
+        own = self._names[symbol] = tuple(f"{low}@{kind}" for kind in kinds)
         return own
 
     # -- output ---------------------------------------------------------------------------
@@ -149,7 +154,7 @@ class StreamHub:
 
     def tick(self, monotonic_s: float, now_ms: int) -> None:
         """The timed rounds (call every :data:`AGG_TRADE_S`): ``@aggTrade`` events, then the
-        mini tickers when their period has passed; windows move to the service clock."""
+        statistics when their period has passed; windows move to the service clock."""
         self._now_ms = now_ms
         self.flush(now_ms)
         batches: dict[str, list[bytes]] = {}
@@ -161,28 +166,32 @@ class StreamHub:
                 self._changed_arr.add(symbol)
                 self._changed_mini.add(symbol)
             changed, self._changed_arr = self._changed_arr, set()
-            if ALL_MINI in self.subs:
-                parts = [self._mini(s, now_ms) for s in sorted(changed)]
-                payload = b"[" + b",".join(p for p in parts if p) + b"]"
-                if payload != b"[]":
-                    self.events += 1
-                    batches[ALL_MINI] = [payload]
+            for name, _, payload_of in STATISTICS:
+                if name in self.subs:
+                    parts = [self._stats(payload_of, s, now_ms) for s in sorted(changed)]
+                    payload = b"[" + b",".join(p for p in parts if p) + b"]"
+                    if payload != b"[]":
+                        self.events += 1
+                        batches[name] = [payload]
         if monotonic_s >= self._next_mini:
             self._next_mini = monotonic_s + MINI_S
             changed, self._changed_mini = self._changed_mini, set()
             for symbol in sorted(changed):
-                name = (self._names.get(symbol) or self._names_of(symbol))[2]
-                if name in self.subs:
-                    payload = self._mini(symbol, now_ms)
-                    if payload:
-                        self.events += 1
-                        batches[name] = [payload]
+                own = self._names.get(symbol) or self._names_of(symbol)
+                for _, index, payload_of in STATISTICS:
+                    if own[index] in self.subs:
+                        payload = self._stats(payload_of, symbol, now_ms)
+                        if payload:
+                            self.events += 1
+                            batches[own[index]] = [payload]
         if batches:
             self._send(batches)
 
-    def _mini(self, symbol: str, now_ms: int) -> bytes:
+    def _stats(
+        self, payload_of: Callable[[str, SymbolWindow, int], bytes], symbol: str, now_ms: int
+    ) -> bytes:
         window = self.windows.get(symbol)
-        return b"" if window is None else mini_ticker(symbol, window, now_ms)
+        return b"" if window is None else payload_of(symbol, window, now_ms)
 
     def _send(self, batches: dict[str, list[bytes]]) -> None:
         """Frame each payload at most twice (bare, wrapped) and hand every subscriber its

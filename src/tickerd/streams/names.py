@@ -73,6 +73,8 @@ PUBLISHED: dict[str, Route] = {
     "trade": Route.PUBLIC,
     "miniTicker": Route.MARKET,
     "!miniTicker@arr": Route.MARKET,
+    "ticker": Route.MARKET,
+    "!ticker@arr": Route.MARKET,
 }
 
 _SYMBOL = r"[a-z0-9_]{1,32}"  # a continuous-kline pair carries "_<contract>" in its name

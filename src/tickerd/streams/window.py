@@ -28,30 +28,38 @@ MINUTE_MS = 60_000
 WINDOW_MINUTES = 1440
 _CTX = Context(prec=60)
 _ZERO = Decimal(0)
+_PERCENT = Decimal("0.001")  # the change percentage's decimals
 
 
 class _Minute:
-    __slots__ = ("close", "high", "low", "minute", "open", "quote", "volume")
+    __slots__ = ("close", "count", "first_id", "high", "last_id", "low", "minute", "open",
+                 "quote", "volume")  # fmt: skip
 
     def __init__(self, minute: int, price: Decimal) -> None:
         self.minute = minute
         self.open = self.high = self.low = self.close = price
         self.volume = self.quote = _ZERO
+        self.first_id = self.last_id = -1  # no trade (only plain prices) in this minute
+        self.count = 0
 
 
 class SymbolWindow:
     """One symbol's rolling window (see the module docstring)."""
 
-    __slots__ = ("buckets", "high", "low", "precision", "quote", "volume")
+    __slots__ = ("buckets", "count", "high", "last_qty", "low", "precision", "quote", "volume")
 
     def __init__(self, precision: int) -> None:
         self.precision = precision
         self.buckets: deque[_Minute] = deque()
         self.high = self.low = _ZERO
         self.volume = self.quote = _ZERO
+        self.count = 0  # trades in the window
+        self.last_qty = "0"
 
-    def add(self, time_ms: int, price: Decimal, qty: Decimal) -> None:
-        """One trade (``qty`` 0 for a plain price)."""
+    def add(
+        self, time_ms: int, price: Decimal, qty: Decimal, first_id: int = -1, last_id: int = -1
+    ) -> None:
+        """One trade of ids ``first_id``..``last_id`` (a plain price: ``qty`` 0, ids -1)."""
         minute = time_ms // MINUTE_MS
         buckets = self.buckets
         if not buckets:
@@ -64,6 +72,13 @@ class SymbolWindow:
         bucket.low = min(bucket.low, price)
         self.high = max(self.high, price)
         self.low = min(self.low, price)
+        if first_id >= 0:
+            if bucket.first_id < 0:
+                bucket.first_id = first_id
+            bucket.last_id = last_id
+            trades = last_id - first_id + 1
+            bucket.count += trades
+            self.count += trades
         if qty:
             quote = _CTX.multiply(price, qty)
             bucket.volume = _CTX.add(bucket.volume, qty)
@@ -83,12 +98,14 @@ class SymbolWindow:
             gone = buckets.popleft()
             self.volume = _CTX.subtract(self.volume, gone.volume)
             self.quote = _CTX.subtract(self.quote, gone.quote)
+            self.count -= gone.count
             dropped = True
         if buckets and buckets[0].minute < first:  # only the last, stale minute is left
             last = buckets[0]
-            if last.volume or last.open != last.close or last.high != last.low:
+            if last.count or last.volume or last.open != last.close or last.high != last.low:
                 buckets[0] = _Minute(first - 1, last.close)
                 self.volume = self.quote = _ZERO
+                self.count = 0
                 dropped = True
         if dropped:
             self.high = max(b.high for b in buckets)
@@ -108,6 +125,33 @@ class SymbolWindow:
             format(self.quote.normalize(_CTX), "f"),
         )
 
+    def ticker(self, now_ms: int) -> tuple[str, ...]:
+        """The ``24hrTicker`` figures: change, change %, weighted average, close, last
+        quantity, open, high, low, base and quote volume (texts), then window open and
+        close time, first and last trade id and trade count (integers as texts)."""
+        prec = self.precision
+        buckets = self.buckets
+        close, open_ = buckets[-1].close, buckets[0].open
+        step = Decimal(1).scaleb(-prec)
+        change = _CTX.subtract(close, open_)
+        percent = (
+            _CTX.divide(_CTX.multiply(change, Decimal(100)), open_).quantize(_PERCENT, context=_CTX)
+            if open_
+            else _PERCENT
+        )
+        average = (_CTX.divide(self.quote, self.volume) if self.volume else _ZERO).quantize(
+            step, context=_CTX
+        )
+        ids = [b for b in buckets if b.first_id >= 0]
+        first_id, last_id = (ids[0].first_id, ids[-1].last_id) if ids else (-1, -1)
+        window_open = (now_ms // MINUTE_MS - WINDOW_MINUTES + 1) * MINUTE_MS
+        mini = self.mini()
+        return (
+            f"{change:.{prec}f}", f"{percent:f}", f"{average:f}", mini[0], self.last_qty,
+            *mini[1:], str(window_open), str(now_ms), str(first_id), str(last_id),
+            str(self.count),
+        )  # fmt: skip
+
 
 class DayWindows:
     """Every symbol's :class:`SymbolWindow`, created at its first trade."""
@@ -126,8 +170,14 @@ class DayWindows:
                 if info is None:
                     continue
                 window = windows[tick.symbol] = SymbolWindow(info.price_precision)
-            qty = Decimal(tick.qty) if isinstance(tick, Trade) else _ZERO
-            window.add(tick.time_ms, Decimal(tick.price), qty)
+            if isinstance(tick, Trade):
+                window.last_qty = tick.qty
+                window.add(
+                    tick.time_ms, Decimal(tick.price), Decimal(tick.qty), tick.first_id,
+                    tick.last_id,
+                )  # fmt: skip
+            else:
+                window.add(tick.time_ms, Decimal(tick.price), _ZERO)
 
     def expire(self, now_ms: int) -> list[str]:
         """Move every window to ``now_ms``; the symbols whose figures changed."""
