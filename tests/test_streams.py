@@ -14,6 +14,7 @@ import pytest
 from tickerd import PriceBook, SymbolUniverse
 from tickerd.models import Tick, Trade
 from tickerd.streams import Route, StreamHub, StreamLimits, StreamSession, parse_name, parse_path
+from tickerd.streams.klines import candle_span
 from tickerd.streams.window import MINUTE_MS, SymbolWindow
 
 NOW = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -208,7 +209,7 @@ def test_refusals_carry_binance_codes(message: bytes, code: int, msg: str, rid: 
 def test_well_formed_names_not_published_are_acknowledged_and_silent() -> None:
     hub, book = hub_and_book()
     s = session(hub, Route.MARKET)
-    names = ["btcusdt@bookTicker", "btcusdt@kline_1m", "nosuchusdt@aggTrade", "btcusdt@trade"]
+    names = ["btcusdt@bookTicker", "btcusdt@markPrice", "nosuchusdt@kline_1m", "btcusdt@trade"]
     assert ask(s, {"method": "SUBSCRIBE", "params": names, "id": 9}) == {"result": None, "id": 9}
     assert ask(s, {"method": "LIST_SUBSCRIPTIONS", "id": 10}) == {"result": names, "id": 10}
     assert hub.subscriptions == 0 and sorted(hub.status()["silent"]) == sorted(names)  # type: ignore[call-overload]
@@ -404,3 +405,62 @@ def test_tickers_carry_the_full_24h_figures() -> None:
         "p": "0.00", "P": "0.000", "w": "0.00", "c": "2050.00", "o": "2050.00", "h": "2050.00",
         "l": "2050.00", "v": "0", "q": "0", "F": -1, "L": -1, "n": 0,
     }  # fmt: skip
+
+
+# -- klines ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("interval", "time_ms", "span"),
+    [
+        ("1m", NOW + 61_000, (NOW + 60_000, NOW + 119_999)),
+        ("4h", NOW + 5 * 3_600_000, (NOW + 4 * 3_600_000, NOW + 8 * 3_600_000 - 1)),
+        ("3d", NOW, (1_703_980_800_000, 1_704_239_999_999)),  # 2023-12-31 .. 2024-01-02
+        ("1w", NOW - 1, (1_703_462_400_000, NOW - 1)),  # from Monday 2023-12-25
+        ("1w", NOW + 3_600_000, (NOW, NOW + 7 * 86_400_000 - 1)),  # Monday 2024-01-01
+        ("1M", 1_709_164_800_000, (1_706_745_600_000, 1_709_251_199_999)),  # 2024-02 (29 days)
+        ("1M", 1_735_689_599_999, (1_733_011_200_000, 1_735_689_599_999)),  # December 2024
+    ],
+)
+def test_candle_spans(interval: str, time_ms: int, span: tuple[int, int]) -> None:
+    assert candle_span(interval, time_ms) == span
+
+
+def test_klines_by_stream_closed_by_a_later_trade_or_by_the_clock() -> None:
+    hub, book = hub_and_book()
+    s = session(hub, Route.MARKET)
+    s.open_with(("btcusdt@kline_1m", "dogeusdt@kline_1h"))
+    sink = s.sub
+    assert isinstance(sink, Sink)
+    book.apply([
+        Trade("BTCUSDT", "42000.10", NOW + 1_000, "0.5", 1, 10, 11, False),  # taker buy, 2 fills
+        Trade("BTCUSDT", "42010.00", NOW + 2_000, "0.25", 2, 12, 12, True),  # taker sell
+        Tick("BTCUSDT", "41990.00", NOW + 3_000),  # a price without a trade
+        Trade("DOGEUSDT", "0.081230", NOW + 4_000, "1000", 3, 20, 20, False),
+    ])  # fmt: skip
+    hub.tick(0.0, NOW + 5_000)
+    btc, doge = (orjson.loads(p) for p in sink.payloads())
+    assert list(btc) == ["e", "E", "s", "k"] and list(btc["k"]) == [
+        "t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B",
+    ]  # fmt: skip
+    assert btc == {"e": "kline", "E": NOW + 5_000, "s": "BTCUSDT", "k": {
+        "t": NOW, "T": NOW + 59_999, "s": "BTCUSDT", "i": "1m", "f": 10, "L": 12,
+        "o": "42000.10", "c": "41990.00", "h": "42010.00", "l": "41990.00", "v": "0.75",
+        "n": 3, "x": False, "q": "31502.55", "V": "0.5", "Q": "21000.05", "B": "0"}}  # fmt: skip
+    assert doge["k"]["i"] == "1h" and doge["k"]["T"] == NOW + 3_599_999
+    sink.deliveries.clear()
+    hub.tick(0.1, NOW + 6_000)
+    assert sink.deliveries == []  # nothing changed, and the 250 ms round has not come
+    book.apply([Trade("BTCUSDT", "42001.00", NOW + 61_000, "1", 4, 13, 13, True)])
+    hub.tick(0.3, NOW + 61_000)
+    closed, current = (orjson.loads(p)["k"] for p in sink.payloads())
+    assert (closed["t"], closed["x"], closed["c"], closed["n"]) == (NOW, True, "41990.00", 3)
+    assert (current["t"], current["x"], current["o"], current["V"]) == (NOW + 60_000, False,
+                                                                        "42001.00", "0")  # fmt: skip
+    sink.deliveries.clear()
+    hub.tick(0.6, NOW + 3_600_000)  # the clock passes both candles' ends: each closes, once
+    ends = sorted((k["i"], k["x"]) for k in (orjson.loads(p)["k"] for p in sink.payloads()))
+    assert ends == [("1h", True), ("1m", True)]
+    sink.deliveries.clear()
+    hub.tick(0.9, NOW + 3_700_000)
+    assert sink.deliveries == []

@@ -232,13 +232,13 @@ def test_streams_off_serves_no_stream_path(server: Any, raw: Any) -> None:
 # -- replay: exact values from a known file --------------------------------------------------------
 
 
-def test_replay_file_yields_exactly_its_aggtrades_and_mini_ticker(server: Any) -> None:
+def test_replay_file_yields_exactly_its_aggtrades_tickers_and_kline(server: Any) -> None:
     path = DATA / "BTCUSDT-trades-2024-01-01.csv"
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r and r[0].isdigit()]
     srv = server("--feed", "replay", "--replay-path", str(path), "--replay-speed", "step",
                  "--control-port", "0", "--control-token", TOKEN, minute_margin=0)  # fmt: skip
-    names = ["btcusdt@aggTrade", "btcusdt@miniTicker", "btcusdt@ticker"]
+    names = ["btcusdt@aggTrade", "btcusdt@miniTicker", "btcusdt@ticker", "btcusdt@kline_1m"]
     with open_stream(srv, "/market/stream?streams=" + "/".join(names)) as ws:
         ws.send('{"method":"LIST_SUBSCRIPTIONS","id":1}')
         assert recv_json(ws)["result"] == names
@@ -247,13 +247,14 @@ def test_replay_file_yields_exactly_its_aggtrades_and_mini_ticker(server: Any) -
         aggs: list[dict[str, Any]] = []
         stats: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 10
-        while (len(aggs) < len(rows) or len(stats) < 2) and time.monotonic() < deadline:
+        while (len(aggs) < len(rows) or len(stats) < 3) and time.monotonic() < deadline:
             event = recv_json(ws)
             if event["stream"] == "btcusdt@aggTrade":
                 aggs.append(event["data"])
             else:
                 stats[event["stream"]] = event["data"]
     mini, ticker = stats.get("btcusdt@miniTicker"), stats.get("btcusdt@ticker")
+    kline = stats.get("btcusdt@kline_1m")
     rows.sort(key=lambda r: int(r[4]))  # time order (stable: file order at equal times)
     expected = [
         {"e": "aggTrade", "s": "BTCUSDT", "a": int(r[0]), "p": f"{Decimal(r[1]):.2f}",
@@ -285,6 +286,18 @@ def test_replay_file_yields_exactly_its_aggtrades_and_mini_ticker(server: Any) -
     }  # fmt: skip
     assert (Decimal(ticker["v"]), Decimal(ticker["q"])) == (volume, quote)
     assert ticker["C"] - ticker["O"] == 1439 * 60_000 + ticker["C"] % 60_000
+    # the file's 14 seconds are one 1m candle, still open at the replay clock
+    assert kline is not None
+    taker = [r for r in rows if r[5] == "false"]  # the buyer took
+    start = int(rows[0][4]) // 60_000 * 60_000
+    assert kline["k"] == {
+        "t": start, "T": start + 59_999, "s": "BTCUSDT", "i": "1m", "f": int(rows[0][0]),
+        "L": int(rows[-1][0]), "o": mini["o"], "c": mini["c"], "h": mini["h"], "l": mini["l"],
+        "v": ticker["v"], "n": len(rows), "x": False, "q": ticker["q"],
+        "V": kline["k"]["V"], "Q": kline["k"]["Q"], "B": "0",
+    }  # fmt: skip
+    assert Decimal(kline["k"]["V"]) == sum(Decimal(r[2]) for r in taker)
+    assert Decimal(kline["k"]["Q"]) == sum(Decimal(r[1]) * Decimal(r[2]) for r in taker)
 
 
 # -- unchanged clients ---------------------------------------------------------------------------

@@ -13,8 +13,8 @@ Output leaves in rounds. :meth:`StreamHub.flush` (the transport calls it once pe
 event-loop turn after :attr:`StreamHub.on_pending` asked) sends the ``@trade`` events;
 :meth:`StreamHub.tick` (every 100 ms) sends the ``@aggTrade`` events, every second the
 ``!miniTicker@arr`` and ``!ticker@arr`` arrays of the symbols whose figures changed and
-every two seconds each changed symbol's ``@miniTicker`` and ``@ticker``: Binance's update
-speeds
+every two seconds each changed symbol's ``@miniTicker`` and ``@ticker``, every 250 ms the
+changed and closed candles of the ``@kline_<interval>`` streams: Binance's update speeds
 (https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams).
 In a round, each event becomes at most two frames — bare for ``/ws`` sockets, wrapped
 ``{"stream","data"}`` for combined ones — and each subscriber gets one list of those
@@ -29,12 +29,14 @@ from typing import Protocol
 from ..book import PriceBook
 from ..models import Tick, Trade
 from .events import agg_trade, combined_frame, mini_ticker, raw_frame, ticker, trade_event
+from .klines import Klines
 from .names import Route, StreamName
 from .window import DayWindows, SymbolWindow
 
 AGG_TRADE_S = 0.1  # @aggTrade: 100 ms
 ARR_S = 1.0  # !miniTicker@arr, !ticker@arr: 1 s, changed symbols only
 MINI_S = 2.0  # <symbol>@miniTicker, <symbol>@ticker: 2 s
+KLINE_S = 0.25  # <symbol>@kline_<interval>: 250 ms
 ALL_MINI = "!miniTicker@arr"
 ALL_TICKER = "!ticker@arr"
 #: The statistics streams: (all-market name, index of the per-symbol name, payload).
@@ -58,6 +60,7 @@ class StreamHub:
     def __init__(self, book: PriceBook) -> None:
         self.book = book
         self.windows = DayWindows(book.universe)
+        self.klines = Klines(book.universe)
         self.subs: dict[str, dict[Subscriber, None]] = {}  # stream -> subscribers, in order
         self.silent: dict[str, int] = {}  # acknowledged names tickerd does not publish
         self.on_pending: Callable[[], None] = _nothing  # the transport schedules flush()
@@ -71,6 +74,7 @@ class StreamHub:
         self._changed_mini: set[str] = set()
         self._next_arr = 0.0
         self._next_mini = 0.0
+        self._next_kline = 0.0
         self._now_ms = 0
 
     # -- subscriptions --------------------------------------------------------------------
@@ -87,6 +91,8 @@ class StreamHub:
             self.silent[stream.name] = self.silent.get(stream.name, 0) + 1
             return
         self.subs.setdefault(stream.name, {})[sub] = None
+        if stream.kind.startswith("kline_"):
+            self.klines.track(stream.symbol, stream.kind[6:])
         if not self._attached:
             self._attached = True
             self.book.subscribe(self.on_ticks)
@@ -114,6 +120,8 @@ class StreamHub:
     def on_ticks(self, ticks: Sequence[Tick]) -> None:
         """The book's listener: every applied batch."""
         self.windows.add(ticks)
+        if self.klines.tracked:
+            self.klines.add(ticks)
         subs = self.subs
         names = self._names
         now = self._now_ms
@@ -160,6 +168,13 @@ class StreamHub:
         batches: dict[str, list[bytes]] = {}
         if self._aggs:
             batches, self._aggs = self._aggs, {}
+        if monotonic_s >= self._next_kline:
+            self._next_kline = monotonic_s + KLINE_S
+            for symbol, interval, payload in self.klines.due(now_ms):
+                name = f"{symbol.lower()}@kline_{interval}"
+                if name in self.subs:
+                    self.events += 1
+                    batches.setdefault(name, []).append(payload)
         if monotonic_s >= self._next_arr:
             self._next_arr = monotonic_s + ARR_S
             for symbol in self.windows.expire(now_ms):

@@ -75,6 +75,7 @@ PUBLISHED: dict[str, Route] = {
     "!miniTicker@arr": Route.MARKET,
     "ticker": Route.MARKET,
     "!ticker@arr": Route.MARKET,
+    **{f"kline_{interval}": Route.MARKET for interval in KLINE_INTERVALS},
 }
 
 _SYMBOL = r"[a-z0-9_]{1,32}"  # a continuous-kline pair carries "_<contract>" in its name
