@@ -51,7 +51,8 @@ class Subscriber(Protocol):
         """Whether events go out wrapped ``{"stream","data"}``."""
 
     def deliver(self, frames: list[bytes]) -> None:
-        """Write ``frames`` (complete text frames, shared with other subscribers)."""
+        """Write ``frames`` (complete text frames; the list and its bytes are shared with
+        other subscribers: read them, never change them)."""
 
 
 class StreamHub:
@@ -229,10 +230,8 @@ class StreamHub:
                         raw = [raw_frame(p) for p in payloads]
                     frames = raw
                 mine = out.get(sub)
-                if mine is None:
-                    out[sub] = list(frames)
-                else:
-                    mine.extend(frames)
+                # The round's list of a stream is shared until a subscriber needs two.
+                out[sub] = frames if mine is None else mine + frames
         for sub, frames in out.items():
             self.frames += len(frames)
             sub.deliver(frames)
