@@ -364,3 +364,41 @@ def test_ccxt_pro_watch_trades(server: Any) -> None:
     assert trades[0]["info"]["p"] == "42001.70"  # Binance's string, as on the wire
     assert trades[0]["amount"] == 0.004 and trades[0]["symbol"] == "BTC/USDT:USDT"
     assert ticker_price(srv, "BTCUSDT")["price"] == trades[0]["info"]["p"]
+
+
+def test_ccxt_pro_watch_ticker_and_ohlcv(server: Any) -> None:
+    pytest.importorskip("ccxt.pro")
+    import ccxt.pro as ccxtpro
+
+    srv, port = push_server(server)
+
+    async def scenario() -> tuple[Any, Any]:
+        exchange = ccxtpro.binanceusdm({"options": {"fetchCurrencies": False}})
+        api = exchange.urls["api"]
+        for name, url in api.items():
+            if name.startswith("fapi") and isinstance(url, str):
+                api[name] = url.replace("https://fapi.binance.com", srv.rest_url)
+        api["ws"]["linear"] = f"ws://127.0.0.1:{srv.port}/ws"
+        try:
+            ticker = asyncio.ensure_future(exchange.watch_ticker("ETH/USDT:USDT"))
+            ohlcv = asyncio.ensure_future(exchange.watch_ohlcv("ETH/USDT:USDT", "1m"))
+            await asyncio.sleep(2.0)  # markets loaded, @miniTicker and @kline_1m subscribed
+            t = now_ms()
+            await asyncio.to_thread(push, port, [
+                {"symbol": "ETHUSDT", "price": "2300.15", "time": t, "qty": "2"},
+                {"symbol": "ETHUSDT", "price": "2301.5", "time": t + 1, "qty": "1"},
+            ])  # fmt: skip
+            return await asyncio.wait_for(ticker, 10), await asyncio.wait_for(ohlcv, 10)
+        finally:
+            await exchange.close()
+
+    ticker, candles = asyncio.run(scenario())
+    served = ticker_price(srv, "ETHUSDT")["price"]
+    assert served == "2301.50"
+    # this ccxt asks for @miniTicker (older ones for @ticker): both are served
+    assert ticker["info"]["e"] == "24hrMiniTicker" and ticker["info"]["c"] == served
+    assert (ticker["info"]["o"], ticker["info"]["h"], ticker["info"]["v"]) == ("2300.15",
+                                                                               "2301.50", "3")  # fmt: skip
+    assert ticker["symbol"] == "ETH/USDT:USDT"
+    _, open_, high, low, close, volume = candles[-1]  # ccxt's floats
+    assert (open_, high, low, close, volume) == (2300.15, 2301.5, 2300.15, 2301.5, 3.0)
