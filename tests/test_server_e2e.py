@@ -368,7 +368,7 @@ def test_healthz(server, raw):
 @pytest.mark.parametrize(
     ("path", "flags"),
     [("/", ()), ("/ws", ("--streams", "off")), ("/wsx", ()), ("/ws-fapi/v2", ()),
-     ("/ws-fapi/v1/extra", ()), ("/fapi/v1/ws", ()), ("/private/ws", ())],
+     ("/ws-fapi/v1/extra", ()), ("/fapi/v1/ws", ()), ("/user/ws", ())],
 )  # fmt: skip
 def test_wrong_path_404_at_handshake(server, raw, path, flags):
     # /ws is a market-stream path unless the streams are off (tests/test_streams_e2e.py)

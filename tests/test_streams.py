@@ -106,6 +106,7 @@ def test_malformed_names(text: object) -> None:
          ("btcusdt@aggTrade",)),
         ("/public/ws", "", Route.PUBLIC, False, ()),
         ("/public/stream", "streams=btcusdt@trade", Route.PUBLIC, True, ("btcusdt@trade",)),
+        ("/private/stream", "", Route.PRIVATE, True, ()),
     ],
 )  # fmt: skip
 def test_stream_paths(
@@ -116,7 +117,7 @@ def test_stream_paths(
     assert (got.route, got.combined, got.names) == (route, combined, names)
 
 
-@pytest.mark.parametrize("path", ["/", "/ws-fapi/v1", "/wsx", "/private/ws", "/market", "/fapi"])
+@pytest.mark.parametrize("path", ["/", "/ws-fapi/v1", "/wsx", "/user/ws", "/market", "/fapi"])
 def test_other_paths_are_no_stream_paths(path: str) -> None:
     assert parse_path(path, "") is None
 
@@ -141,6 +142,19 @@ def test_subscribe_list_unsubscribe() -> None:
     assert hub.subscriptions == 1
     s.close()
     assert hub.subscriptions == 0
+
+
+def test_string_ids_are_echoed_as_strings() -> None:
+    hub, _ = hub_and_book()
+    s = session(hub)
+    rid = "1f0c9c6e-3b52-4c1e-9a53-6a4c2f0e7d10"
+    assert s.handle(
+        b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":"%s"}' % rid.encode()
+    ) == (b'{"result":null,"id":"%s"}' % rid.encode())
+    assert s.handle(b'{"method":"LIST_SUBSCRIPTIONS"}') == b'{"result":["btcusdt@trade"],"id":null}'
+    assert ask(s, {"method": "GET_PROPERTY", "params": ["x"], "id": "7"}) == {
+        "error": {"code": 0, "msg": "Unknown property"}, "id": "7",
+    }  # fmt: skip
 
 
 def test_combined_property() -> None:
@@ -172,7 +186,9 @@ def test_combined_property() -> None:
          "Invalid request: missing field `method` at line 1 column 35", 7),
         (b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":-1}', 2,
          "Invalid request: request ID must be an unsigned integer", None),
-        (b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":"1"}', 2,
+        (b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":"a b"}', 2,
+         "Invalid request: request ID must be an unsigned integer", None),
+        (b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":true}', 2,
          "Invalid request: request ID must be an unsigned integer", None),
         (b'{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1.5}', 2,
          "Invalid request: request ID must be an unsigned integer", None),

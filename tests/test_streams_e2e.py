@@ -402,3 +402,41 @@ def test_ccxt_pro_watch_ticker_and_ohlcv(server: Any) -> None:
     assert ticker["symbol"] == "ETH/USDT:USDT"
     _, open_, high, low, close, volume = candles[-1]  # ccxt's floats
     assert (open_, high, low, close, volume) == (2300.15, 2301.5, 2300.15, 2301.5, 3.0)
+
+
+def test_official_sdk_stream_client(server: Any) -> None:
+    pytest.importorskip("binance_sdk_derivatives_trading_usds_futures")
+    from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
+        ConfigurationWebSocketStreams,
+        DerivativesTradingUsdsFutures,
+    )
+
+    srv, port = push_server(server)
+
+    async def scenario() -> list[Any]:
+        # The only change: the stream URL (the SDK opens /market, /public and /private).
+        config = ConfigurationWebSocketStreams(stream_url=f"ws://127.0.0.1:{srv.port}")
+        client = DerivativesTradingUsdsFutures(config_ws_streams=config)
+        connection = await asyncio.wait_for(client.websocket_streams.create_connection(), 10)
+        got: list[Any] = []
+        try:
+            stream = await asyncio.wait_for(
+                connection.aggregate_trade_streams(symbol="btcusdt"), 10
+            )
+            stream.on("message", got.append)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(push, port, [
+                {"symbol": "BTCUSDT", "price": "42002.9", "time": now_ms(), "qty": "0.125"},
+            ])  # fmt: skip
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await asyncio.wait_for(connection.close_connection(close_session=True), 10)
+        return got
+
+    got = asyncio.run(scenario())
+    assert len(got) == 1
+    event = got[0]
+    assert (event.e, event.s, event.p, event.q) == ("aggTrade", "BTCUSDT", "42002.90", "0.125")
+    assert ticker_price(srv, "BTCUSDT")["price"] == event.p

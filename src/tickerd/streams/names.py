@@ -4,7 +4,9 @@ Binance's USDⓈ-M market streams
 (https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams):
 raw streams at ``/ws/<stream>[/<stream>…]``, combined ones at ``/stream?streams=<a>/<b>``,
 each also under a route, ``/public/…`` (high-frequency data: book tickers, depth, trades)
-or ``/market/…`` (the rest). A path without a route is served like ``/public``. Stream
+or ``/market/…`` (the rest); ``/private/…`` carries user data, which tickerd has none of (its
+sockets open and stay silent: Binance's SDK opens all three). A path without a route is
+served like ``/public``. Stream
 names are a lower-case symbol, ``@`` and the stream type (whose case is kept:
 ``btcusdt@aggTrade``), or ``!`` and an all-market stream (``!miniTicker@arr``).
 
@@ -35,6 +37,7 @@ class Route(Enum):
 
     PUBLIC = "public"  # also a path without a route
     MARKET = "market"
+    PRIVATE = "private"  # user data: nothing of it is published
 
 
 KLINE_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
@@ -135,13 +138,18 @@ class StreamPath:
     names: tuple[str, ...]
 
 
-_ROUTE_PREFIXES = {"": Route.PUBLIC, "/public": Route.PUBLIC, "/market": Route.MARKET}
+_ROUTE_PREFIXES = {
+    "": Route.PUBLIC,
+    "/public": Route.PUBLIC,
+    "/market": Route.MARKET,
+    "/private": Route.PRIVATE,
+}
 
 
 def parse_path(path: str, query: str) -> StreamPath | None:
     """The stream socket ``path`` (and URL ``query``) asks for; None if it is no stream
-    path (``/ws``, ``/ws/<a>/<b>``, ``/stream?streams=<a>/<b>``, under ``/public`` or
-    ``/market`` or neither)."""
+    path (``/ws``, ``/ws/<a>/<b>``, ``/stream?streams=<a>/<b>``, under ``/public``,
+    ``/market``, ``/private`` or none)."""
     for prefix, route in _ROUTE_PREFIXES.items():
         if not path.startswith(prefix):
             continue

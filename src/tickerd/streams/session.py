@@ -4,13 +4,16 @@ control messages and its incoming-message budget.
 Control messages and replies as on
 https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Live-Subscribing-or-Unsubscribing-to-streams
 (``{"method": "SUBSCRIBE", "params": [...], "id": 1}`` → ``{"result": null, "id": 1}``;
-errors ``{"error": {"code": N, "msg": "..."}, "id": N}``). ``id`` is an unsigned integer.
+errors ``{"error": {"code": N, "msg": "..."}, "id": N}``). ``id`` is an unsigned integer as
+documented, or a string of up to 36 letters, digits, ``-`` and ``_`` (Binance's own SDK
+sends UUIDs), echoed with its JSON type.
 Limits from the same pages: at most ``messages_per_s`` incoming messages a second (text,
 ping and pong frames alike; over it the socket closes) and ``max_streams`` streams.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -20,6 +23,7 @@ import orjson
 from .hub import StreamHub, Subscriber
 from .names import Route, StreamName, parse_name
 
+_ID_RE = re.compile(r"[a-zA-Z0-9\-_]{1,36}")
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 UINT64_MAX = 2**64 - 1
 
@@ -141,7 +145,7 @@ class StreamSession:
         if type(message) is not dict:
             return _error("bad_json", None, 1, 1)
         rid = message.get("id")
-        if "id" in message and not (type(rid) is int and 0 <= rid <= UINT64_MAX):
+        if not _valid_id(rid):
             return _error("bad_id", None)
         method = message.get("method")
         if method is None:
@@ -159,7 +163,7 @@ class StreamSession:
         reply: bytes = handler(params, rid)
         return reply
 
-    def _subscribe(self, params: list[Any], rid: int | None) -> bytes:
+    def _subscribe(self, params: list[Any], rid: int | str | None) -> bytes:
         streams = [parse_name(p) for p in params]
         if not params or any(s is None for s in streams):
             return _error("invalid_stream", rid)
@@ -171,7 +175,7 @@ class StreamSession:
             self._add(stream)
         return _result(b"null", rid)
 
-    def _unsubscribe(self, params: list[Any], rid: int | None) -> bytes:
+    def _unsubscribe(self, params: list[Any], rid: int | str | None) -> bytes:
         if not params or any(parse_name(p) is None for p in params):
             return _error("invalid_stream", rid)
         for name in params:
@@ -179,12 +183,12 @@ class StreamSession:
                 self.hub.remove(self.sub, name)
         return _result(b"null", rid)
 
-    def _list_subscriptions(self, params: list[Any], rid: int | None) -> bytes:
+    def _list_subscriptions(self, params: list[Any], rid: int | str | None) -> bytes:
         if params:
             return _error("too_many_params", rid)
         return _result(orjson.dumps(list(self.streams)), rid)
 
-    def _set_property(self, params: list[Any], rid: int | None) -> bytes:
+    def _set_property(self, params: list[Any], rid: int | str | None) -> bytes:
         if len(params) > 2:
             return _error("too_many_params", rid)
         if not params or type(params[0]) is not str:
@@ -196,7 +200,7 @@ class StreamSession:
         self.combined = params[1]
         return _result(b"null", rid)
 
-    def _get_property(self, params: list[Any], rid: int | None) -> bytes:
+    def _get_property(self, params: list[Any], rid: int | str | None) -> bytes:
         if len(params) > 1:
             return _error("too_many_params", rid)
         if not params or type(params[0]) is not str:
@@ -206,15 +210,23 @@ class StreamSession:
         return _result(b"true" if self.combined else b"false", rid)
 
 
-def _id(rid: int | None) -> bytes:
-    return b"null" if rid is None else b"%d" % rid
+def _valid_id(rid: object) -> bool:
+    """An unsigned integer (Binance's docs), a short token string (what Binance's own SDK
+    sends, a UUID) or null (absent)."""
+    if type(rid) is int:
+        return 0 <= rid <= UINT64_MAX
+    return rid is None or (type(rid) is str and _ID_RE.fullmatch(rid) is not None)
 
 
-def _result(result: bytes, rid: int | None) -> bytes:
+def _id(rid: int | str | None) -> bytes:
+    return orjson.dumps(rid)
+
+
+def _result(result: bytes, rid: int | str | None) -> bytes:
     return b'{"result":%s,"id":%s}' % (result, _id(rid))
 
 
-def _error(kind: str, rid: int | None, *args: object) -> bytes:
+def _error(kind: str, rid: int | str | None, *args: object) -> bytes:
     code, text = MESSAGES[kind]
     body = {"error": {"code": int(code), "msg": text.format(*args)}}
     return orjson.dumps(body)[:-1] + b',"id":' + _id(rid) + b"}"
