@@ -440,3 +440,40 @@ def test_official_sdk_stream_client(server: Any) -> None:
     event = got[0]
     assert (event.e, event.s, event.p, event.q) == ("aggTrade", "BTCUSDT", "42002.90", "0.125")
     assert ticker_price(srv, "BTCUSDT")["price"] == event.p
+
+
+@pytest.mark.timeout(90)
+def test_unicorn_binance_websocket_api_stream(server: Any) -> None:
+    pytest.importorskip("unicorn_binance_websocket_api")
+    from unicorn_binance_websocket_api import BinanceWebSocketApiManager
+
+    srv, port = push_server(server)
+    # The only change: the stream base URI (ubwa adds the route and the stream path).
+    ubwa = BinanceWebSocketApiManager(
+        exchange="binance.com-futures",
+        websocket_base_uri=f"ws://127.0.0.1:{srv.port}/",
+        warn_on_update=False,
+    )
+    events: list[dict[str, Any]] = []
+    try:
+        ubwa.create_stream(channels=["aggTrade"], markets=["dogeusdt"], output="dict")
+        deadline = time.monotonic() + 20
+        next_push = 0.0
+        while not events and time.monotonic() < deadline:
+            if time.monotonic() >= next_push:  # again each second until ubwa has subscribed
+                push(port, [{"symbol": "DOGEUSDT", "price": "0.08124", "time": now_ms(),
+                             "qty": "250"}])  # fmt: skip
+                next_push = time.monotonic() + 1.0
+            data = ubwa.pop_stream_data_from_stream_buffer()
+            if not data:
+                time.sleep(0.05)
+                continue
+            payload = data.get("data", data) if isinstance(data, dict) else None
+            if isinstance(payload, dict) and payload.get("e") == "aggTrade":
+                events.append(payload)
+    finally:
+        ubwa.stop_manager()
+    assert events and (events[0]["s"], events[0]["p"], events[0]["q"]) == (
+        "DOGEUSDT", "0.081240", "250",
+    )  # fmt: skip
+    assert ticker_price(srv, "DOGEUSDT")["price"] == events[0]["p"]
