@@ -20,9 +20,12 @@ import pytest
 
 from fake_binance import ThreadedFake, eventually
 from tickerd import Settings
+from tickerd.book import PriceBook
 from tickerd.clock import ManualClock
+from tickerd.feeds.mirror_state import MirrorState
 from tickerd.feeds.recording import HEADER, TradeRecorder, day_of, shortest
-from tickerd.models import Tick
+from tickerd.models import Tick, Trade
+from tickerd.symbols import SymbolUniverse
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -252,6 +255,29 @@ def test_odd_event_fields_are_printed_as_the_files_print_them(tmp_path: Path) ->
         b"1,42000.1,0.01,5,6,1704067200000,true\n"
         b"2,42000.1,0.0,2,2,1704067200001,false\n"
         b"3,42000.1,0.001,3,3,1704067200002,false\n"
+    )
+
+
+def test_the_mirror_records_trades_while_a_stream_subscriber_listens(tmp_path: Path) -> None:
+    # With a market-stream subscriber the book wants trades and stores Trade ticks; the
+    # recording of the same events stays as without one.
+    clock = ManualClock(1_704_067_200_000)
+    t = clock.now_ms()
+    book = PriceBook(SymbolUniverse.default())
+    state = MirrorState(book)
+    rec = TradeRecorder(tmp_path, clock)
+    state.listeners.append(rec.record_event)
+    for wants, agg in ((False, 1), (True, 2)):
+        book.wants_trades = wants
+        data = {"e": "aggTrade", "E": t + agg, "s": "BTCUSDT", "a": agg, "p": f"42000.{agg}0",
+                "q": "0.010", "f": agg * 10, "l": agg * 10 + 1, "T": t + agg, "m": True}  # fmt: skip
+        message = json.dumps({"stream": "btcusdt@aggTrade", "data": data})
+        assert state.on_event(message, {"BTCUSDT"}, 1.0, t + 10) is not None
+    assert isinstance(book.get("BTCUSDT"), Trade)
+    rec.close()
+    path = tmp_path / "futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01-01.csv"
+    assert path.read_bytes() == HEADER + (
+        b"1,42000.1,0.01,10,11,1704067200001,true\n2,42000.2,0.01,20,21,1704067200002,true\n"
     )
 
 

@@ -365,9 +365,14 @@ def test_healthz(server, raw):
         wait_for_connections(raw, srv, 1)
 
 
-@pytest.mark.parametrize("path", ["/", "/ws", "/ws-fapi/v2", "/ws-fapi/v1/extra", "/fapi/v1/ws"])
-def test_wrong_path_404_at_handshake(server, raw, path):
-    srv = server()
+@pytest.mark.parametrize(
+    ("path", "flags"),
+    [("/", ()), ("/ws", ("--streams", "off")), ("/wsx", ()), ("/ws-fapi/v2", ()),
+     ("/ws-fapi/v1/extra", ()), ("/fapi/v1/ws", ()), ("/user/ws", ())],
+)  # fmt: skip
+def test_wrong_path_404_at_handshake(server, raw, path, flags):
+    # /ws is a market-stream path unless the streams are off (tests/test_streams_e2e.py)
+    srv = server(*flags)
     client = raw(srv, handshake=False)
     response = client.handshake(path)
     assert response.status == 404, response.raw

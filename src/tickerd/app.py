@@ -31,14 +31,18 @@ from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
+from .streams.hub import StreamHub
+from .streams.session import StreamLimits
 from .symbols import SymbolUniverse
 from .tls import TLSFiles
 from .transport.aio import HttpLimits, netloc
 from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.resources import fd_warning, soft_fd_limit
+from .transport.streams import StreamGate
 from .transport.ws import WSOptions, WSServer
 from .validation import check_settings
+from .wsconn import Limits
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -101,6 +105,7 @@ class Service:
                 self.clock = self.controlled_clock
         self.registry = FeedRegistry(feeds)
         self.ws: WSServer | None = None
+        self.streams: StreamGate | None = None
         self.http: HTTPServer | None = None
         self.control_http: ControlHTTPServer | None = None
         self.store: PriceStore | None = (
@@ -230,6 +235,9 @@ class Service:
             )
         if self.proxies is not None:
             self._trust_proxies(self.ws, self.http)
+        if s.streams == "on":
+            self.streams = self.ws.streams = stream_gate(s, self.book, self.clock)
+            await self.streams.start()
         await self.ws.start()
         if self.http is not None:
             await self.http.start()
@@ -335,6 +343,8 @@ class Service:
             await self.http.stop()
         if self.ws is not None:
             await self.ws.stop()
+        if self.streams is not None:
+            await self.streams.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         await self._stop_feeds()
@@ -429,3 +439,17 @@ def ws_options(
         ssl=tls,
         max_total_send_buffer_bytes=s.max_total_send_buffer_bytes,
     )
+
+
+def stream_gate(settings: Settings, book: PriceBook, clock: Clock) -> StreamGate:
+    """The market streams of the WebSocket API port, from the settings."""
+    s = settings
+    limits = Limits(
+        s.max_message_bytes,
+        s.stream_ping_interval,
+        s.stream_pong_timeout,
+        s.stream_max_lifetime,
+        s.close_timeout,
+    )
+    bounds = StreamLimits(s.stream_max_streams, s.stream_messages_per_s)
+    return StreamGate(StreamHub(book), clock, bounds, limits)

@@ -38,6 +38,9 @@ class PriceBook:
         # Copy-on-write: a listener may (un)subscribe while the tuple is being iterated.
         self._listeners: tuple[Listener, ...] = ()
         self._trading: frozenset[str] = frozenset()
+        # True while a market-stream subscriber listens: feeds then hand over
+        # :class:`~tickerd.models.Trade` ticks (quantity, ids, maker); otherwise plain ticks.
+        self.wants_trades = False
         self.refresh_status()
 
     # -- writing -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from .errors import ProtocolError
 
@@ -16,6 +16,75 @@ class Tick(NamedTuple):
     symbol: str
     price: str
     time_ms: int
+
+
+_FIELD: Any = tuple.__getitem__
+
+
+class Trade(Tick):
+    """A tick that is a trade: the :class:`Tick` fields, then what a market stream shows.
+
+    ``qty`` is an exact decimal string; ``agg_id``, ``first_id`` and ``last_id`` the aggregate
+    and trade ids (a single trade has ``first_id == last_id``); ``maker`` whether the buyer
+    was the maker. A Trade is a Tick (the book stores and serves it unchanged); the fields
+    follow those of the aggTrade stream:
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Aggregate-Trade-Streams
+    """
+
+    __slots__ = ()
+
+    def __new__(  # noqa: PLR0917 - the fields of the tuple, in order
+        cls,
+        symbol: str,
+        price: str,
+        time_ms: int,
+        qty: str = "0",
+        agg_id: int = 0,
+        first_id: int = 0,
+        last_id: int = 0,
+        maker: bool = False,
+    ) -> Self:
+        return tuple.__new__(cls, (symbol, price, time_ms, qty, agg_id, first_id, last_id, maker))
+
+    @classmethod
+    def of(
+        cls, tick: Tick, qty: str, agg_id: int, first_id: int, last_id: int, maker: bool
+    ) -> Trade:
+        """The trade behind ``tick`` (a validated tick: its price is canonical)."""
+        return tuple.__new__(cls, (*tick[:3], qty, agg_id, first_id, last_id, maker))
+
+    def __repr__(self) -> str:
+        return f"Trade{tuple.__repr__(self)}"
+
+    @property
+    def qty(self) -> str:
+        """The traded quantity, an exact decimal string."""
+        value: str = _FIELD(self, 3)
+        return value
+
+    @property
+    def agg_id(self) -> int:
+        """The aggregate trade id."""
+        value: int = _FIELD(self, 4)
+        return value
+
+    @property
+    def first_id(self) -> int:
+        """The first trade id of the aggregate."""
+        value: int = _FIELD(self, 5)
+        return value
+
+    @property
+    def last_id(self) -> int:
+        """The last trade id of the aggregate."""
+        value: int = _FIELD(self, 6)
+        return value
+
+    @property
+    def maker(self) -> bool:
+        """Whether the buyer was the maker."""
+        value: bool = _FIELD(self, 7)
+        return value
 
 
 TRADING = "TRADING"

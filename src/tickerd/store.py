@@ -58,6 +58,7 @@ FAILURE_LOG_EVERY = 60  # while writes keep failing, one log line per this many 
 # Errors of one row's values (not of the file): the row is dropped, the others written.
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 _SYMBOL = itemgetter(0)
+_ROW = itemgetter(0, 1, 2)  # (symbol, price, time_ms) of a Tick, or of a Trade's first fields
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -295,13 +296,13 @@ class PriceStore:
         conn.execute("BEGIN")
         try:
             try:
-                conn.executemany(_UPSERT, ticks)
+                conn.executemany(_UPSERT, map(_ROW, ticks))
             except _ROW_ERRORS:
                 # A tick that cannot be stored: write row by row around it (the rows before
                 # it are rewritten, which INSERT OR REPLACE makes harmless).
                 for tick in ticks:
                     try:
-                        conn.execute(_UPSERT, tick)
+                        conn.execute(_UPSERT, _ROW(tick))
                     except _ROW_ERRORS as exc:
                         dropped.append((tick, str(exc)))
             conn.execute("COMMIT")

@@ -32,6 +32,7 @@ from .schema import (
 )
 from .server import ServerSettings
 from .store import StoreSettings
+from .streams import StreamSettings
 from .tls import TLSSettings
 
 __all__ = [
@@ -53,14 +54,15 @@ __all__ = [
 
 
 # Bases are listed last group first: a dataclass takes its bases' fields in reverse method
-# resolution order, so the fields (and ``--help``) come server, feeds, store, limits, control,
-# tls, cluster, ops.
+# resolution order, so the fields (and ``--help``) come server, feeds, store, limits, streams,
+# control, tls, cluster, ops.
 @dataclass
 class Settings(
     OpsSettings,
     ClusterSettings,
     TLSSettings,
     ControlSettings,
+    StreamSettings,
     LimitSettings,
     StoreSettings,
     FeedSettings,

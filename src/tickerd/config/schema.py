@@ -44,6 +44,7 @@ DAY_S = 86_400.0
 GROUPS: dict[str, str] = {
     "server": "Server",
     "limits": "Limits",
+    "streams": "Streams",
     "feeds": "Feeds",
     "store": "Store",
     "control": "Control",

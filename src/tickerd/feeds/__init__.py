@@ -7,7 +7,7 @@ run at once as long as their symbols do not overlap.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..book import PriceBook
@@ -252,6 +252,8 @@ def _replay(settings: Settings, universe: SymbolUniverse, clock: Clock, plan: Fe
     options = ReplayOptions.parse(
         settings.replay_path, settings.replay_speed, settings.replay_progress_every
     )
+    # The extra columns (quantity, ids, maker) are read only for the market streams.
+    options = replace(options, trades=settings.streams == "on")
     feed = ReplayFeed.from_options(options, universe)
     plan.feeds.append(feed)
     plan.clock = feed.clock  # the server follows the replay's trade time

@@ -58,17 +58,19 @@ class Layout:
     maker: int
     ints: tuple[int, ...]
     decimals: tuple[int, ...]
+    qty: int  # the traded quantity
+    ids: tuple[int, ...]  # the aggregate id, then first and last trade id (or one id for all)
 
 
 LAYOUTS: dict[str, Layout] = {
     TRADES: Layout(
         ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker"),
-        price=1, time=4, maker=5, ints=(0,), decimals=(2, 3),
+        price=1, time=4, maker=5, ints=(0,), decimals=(2, 3), qty=2, ids=(0,),
     ),
     AGG_TRADES: Layout(
         ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
          "transact_time", "is_buyer_maker"),
-        price=1, time=5, maker=6, ints=(0, 3, 4), decimals=(2,),
+        price=1, time=5, maker=6, ints=(0, 3, 4), decimals=(2,), qty=2, ids=(0, 3, 4),
     ),
 }  # fmt: skip
 

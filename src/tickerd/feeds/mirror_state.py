@@ -23,6 +23,7 @@ logged at WARNING, the rest at DEBUG, so a flood costs no log volume.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ import orjson
 
 from ..book import PriceBook, TickRejected
 from ..errors import TickerdError
-from ..models import Tick
+from ..models import Tick, Trade
 from ..ticktime import FUTURE_SKEW_MS
 
 log = logging.getLogger("tickerd.feeds.mirror")
@@ -43,6 +44,7 @@ REFUSALS: dict[int, str] = {
     451: "restricted location: Binance refuses service to this IP's location",
 }
 EXCERPT = 200  # characters of upstream text quoted in a log line
+_QTY = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")  # an exact decimal quantity text
 _MAX_WARNED = 256  # distinct (reason, symbol) pairs logged at WARNING; the rest at DEBUG
 
 #: Called with every applied stream event: (tick, the aggTrade object as received).
@@ -146,7 +148,7 @@ class MirrorState:
         tick = self._make(symbol, data.get("p"), trade_time, now_ms, "aggTrade")
         if tick is None:
             return None
-        book.update(tick)
+        book.update(_trade_of(tick, agg, data) if book.wants_trades else tick)
         self.last_agg[symbol] = agg
         self.stats.applied += 1
         for listener in self.listeners:
@@ -224,6 +226,22 @@ class MirrorState:
                 self.stats.future += 1
             self.reject("future" if future else what, symbol, f"{what} of {symbol}: {text}")
             return None
+
+
+def _trade_of(tick: Tick, agg: int, data: Mapping[str, Any]) -> Tick:
+    """The upstream trade behind ``tick``: quantity, ids and maker flag passed through as
+    received when they have the types Binance sends; otherwise the plain tick (its price
+    is served either way)."""
+    qty, first, last, maker = data.get("q"), data.get("f"), data.get("l"), data.get("m")
+    if (
+        type(qty) is str
+        and _QTY.fullmatch(qty)
+        and type(first) is int
+        and type(last) is int
+        and type(maker) is bool
+    ):
+        return Trade.of(tick, qty, agg, first, last, maker)
+    return tick
 
 
 def _excerpt(text: str | bytes) -> str:

@@ -45,7 +45,7 @@ from aiohttp import WSMsgType, web
 
 from ..book import PriceBook, TickRejected
 from ..clock import Clock, SystemClock
-from ..models import Tick
+from ..models import Tick, Trade
 from ..symbols import SymbolUniverse
 from ..ticktime import tick_time_problem
 from ..transport.aio import Site, bearer_matches, netloc
@@ -64,6 +64,7 @@ MAX_PRICE_CHARS = 40
 MAX_ID_CHARS = 64
 MAX_SYMBOL_ECHO = 64  # characters of a refused symbol echoed in its rejection
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_QTY = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # a quantity: a non-negative decimal string
 
 
 class BatchError(Exception):
@@ -119,6 +120,7 @@ class PushFeed:
         self.max_connections = max_connections
         self.clock = clock or SystemClock()  # the future-skew bound on tick times
         self.accepted = 0
+        self._trade_ids: dict[str, int] = {}  # per symbol: the last aggregate id handed out
         self.rejected_batches = 0
         self.unauthorized = 0
         self._active = 0
@@ -188,6 +190,7 @@ class PushFeed:
         if len(items) > self.max_batch:
             raise BatchError(413, f"{len(items)} ticks in one batch; at most {self.max_batch}")
         ticks: list[Tick] = []
+        qtys: list[str] = []
         rejected: list[dict[str, Any]] = []
         # Latest time per symbol: the stored tick's, then this batch's valid ticks'.
         latest: dict[str, tuple[int, int | None]] = {}
@@ -196,9 +199,12 @@ class PushFeed:
             tick = self._check(index, item, book, latest, rejected, now_ms)
             if tick is not None:
                 ticks.append(tick)
+                qtys.append(item.get("qty") or "0")
         if rejected:
             self.rejected_batches += 1
             return 0, rejected
+        if book.wants_trades:
+            ticks = self._trades(ticks, qtys)
         book.apply(ticks)
         self.accepted += len(ticks)
         return len(ticks), []
@@ -231,6 +237,13 @@ class PushFeed:
             reason = 'price must be a decimal string such as "97000.10" (not a JSON number)'
             rejected.append(_rejection(index, symbol, "bad_price", reason))
             return None
+        qty = item.get("qty")
+        if qty is not None and (
+            not isinstance(qty, str) or len(qty) > MAX_PRICE_CHARS or not _QTY.fullmatch(qty)
+        ):
+            reason = 'qty must be a non-negative decimal string such as "0.25" (not a number)'
+            rejected.append(_rejection(index, symbol, "bad_qty", reason))
+            return None
         problem = tick_time_problem(time_ms, now_ms)
         if problem is not None or type(time_ms) is not int:
             reason = problem or f"time {time_ms!r} is not an integer"
@@ -256,6 +269,16 @@ class PushFeed:
             return None
         latest[symbol] = (time_ms, index)
         return tick
+
+    def _trades(self, ticks: list[Tick], qtys: list[str]) -> list[Tick]:
+        """The ticks as trades: each symbol's aggregate ids count up from 1 (a pushed tick
+        is one trade: first id = last id = aggregate id); a tick without ``qty`` trades 0."""
+        ids = self._trade_ids
+        out: list[Tick] = []
+        for tick, qty in zip(ticks, qtys, strict=True):
+            n = ids[tick.symbol] = ids.get(tick.symbol, 0) + 1
+            out.append(Trade.of(tick, qty, n, n, n, False))
+        return out
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class ReplayOptions:
     progress_every_s: float = DEFAULT_PROGRESS_S
     block_bytes: int = BLOCK_BYTES
     batch: int = DEFAULT_BATCH
+    trades: bool = True  # quantities, ids and maker flags for the market streams
 
     @classmethod
     def parse(
@@ -162,7 +163,9 @@ class ReplayFeed:
     @classmethod
     def from_options(cls, options: ReplayOptions, universe: SymbolUniverse) -> ReplayFeed:
         """The feed ``--feed replay --replay-path P --replay-speed S`` asks for."""
-        source = ReplaySource(options.paths, universe, block_bytes=options.block_bytes)
+        source = ReplaySource(
+            options.paths, universe, block_bytes=options.block_bytes, trades=options.trades
+        )
         feed = cls(
             source,
             options.speed,

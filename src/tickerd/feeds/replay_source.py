@@ -38,8 +38,10 @@ class ReplaySource:
         universe: SymbolUniverse,
         *,
         block_bytes: int = BLOCK_BYTES,
+        trades: bool = False,
     ) -> None:
         self.files = discover(paths)
+        self.trades = trades  # hand out Trade ticks (quantity, ids, maker) for the streams
         self.read = ReadCount()
         self.total_bytes = sum(csv_size(spec) for spec in self.files)
         self.block_bytes = block_bytes
@@ -86,7 +88,10 @@ class ReplaySource:
         log.info("replay: reading %s", spec.path)
         self.open_files[spec.symbol] = spec.path.name
         rows = 0
-        for block in read_blocks(spec, info, block_bytes=self.block_bytes, count=self.read):
+        blocks = read_blocks(
+            spec, info, block_bytes=self.block_bytes, count=self.read, trades=self.trades
+        )
+        for block in blocks:
             rows += len(block.ticks)
             yield block
         self.open_files.pop(spec.symbol, None)

@@ -16,17 +16,20 @@ from typing import Any
 
 from ..book import PriceBook
 from ..clock import Clock
-from ..models import SymbolInfo, Tick
+from ..models import SymbolInfo, Tick, Trade
 from ..symbols import SymbolUniverse, reference_prices
 from .state import FeedState
 
 _MAX_BATCH = 10_000  # ticks applied per wake-up at most, however late the wake-up
+_MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: a trade's quantity from (seed, trade id)
+_MASK = (1 << 64) - 1
+_MAX_LOTS = 1000  # a trade is 1 to 1000 of the symbol's smallest quantity steps
 
 
 class _Walker:
     """One symbol's price as a count of ticks, printed at its precision."""
 
-    __slots__ = ("decimals", "scale", "step", "symbol", "ticks", "unit")
+    __slots__ = ("decimals", "lot_decimals", "scale", "step", "symbol", "ticks", "trade_id", "unit")
 
     def __init__(self, info: SymbolInfo, start: Decimal) -> None:
         self.symbol = info.symbol
@@ -36,6 +39,17 @@ class _Walker:
         self.unit = int(info.tick_size * self.scale)
         self.ticks = max(1, int(start / info.tick_size))
         self.step = max(1, self.ticks // 5000)  # about 2 basis points per move
+        precision = info.raw.get("quantityPrecision", 3)
+        self.lot_decimals = precision if isinstance(precision, int) and 0 <= precision < 19 else 3
+        self.trade_id = 0  # this symbol's moves so far: each move is one trade
+
+    def quantity(self, mixed: int) -> str:
+        """A quantity of 1 to ``_MAX_LOTS`` lots chosen by ``mixed``, at the lot precision."""
+        lots = 1 + mixed % _MAX_LOTS
+        if not self.lot_decimals:
+            return str(lots)
+        whole, frac = divmod(lots, 10**self.lot_decimals)
+        return f"{whole}.{frac:0{self.lot_decimals}d}"
 
     def price(self) -> str:
         units = self.ticks * self.unit
@@ -67,12 +81,22 @@ class SyntheticMarket:
         """The current price of every symbol, stamped ``now_ms``."""
         return [Tick(w.symbol, w.price(), now_ms) for w in self.walkers]
 
-    def next_tick(self, now_ms: int) -> Tick:
-        """Move one symbol, chosen by the seeded generator, and return its new tick."""
+    def next_tick(self, now_ms: int, trade: bool = False) -> Tick:
+        """Move one symbol, chosen by the seeded generator, and return its new tick; with
+        ``trade``, as a :class:`Trade` whose quantity, ids and maker flag follow from the
+        seed and the symbol's trade count alone (asking for them draws nothing more from
+        the generator, so the prices are the same either way)."""
         rng = self.rng
         w = self.walkers[rng.randrange(len(self.walkers))]
         w.ticks = max(1, w.ticks + rng.randint(-w.step, w.step))
-        return Tick(w.symbol, w.price(), now_ms)
+        w.trade_id += 1
+        if not trade:
+            return Tick(w.symbol, w.price(), now_ms)
+        n = w.trade_id
+        mixed = ((n ^ self.seed) * _MIX) & _MASK
+        return Trade(
+            w.symbol, w.price(), now_ms, w.quantity(mixed >> 8), n, n, n, bool(mixed >> 63)
+        )
 
 
 class SyntheticFeed:
@@ -154,5 +178,6 @@ class SyntheticFeed:
             if due <= 0:
                 continue
             now = self.clock.now_ms()
-            book.apply([self.market.next_tick(now) for _ in range(due)])
+            trade = book.wants_trades
+            book.apply([self.market.next_tick(now, trade) for _ in range(due)])
             emitted += due

@@ -41,7 +41,7 @@ from typing import IO, NamedTuple
 
 import orjson
 
-from ..models import SymbolInfo, Tick
+from ..models import SymbolInfo, Tick, Trade
 from ..symbols import SymbolUniverse
 from .binance_files import FileSpec, Layout, ReplayFileError, describe, open_csv
 from .trade_order import Block, ordered
@@ -58,6 +58,9 @@ _BOOLS = frozenset((b"true", b"false", b"True", b"False"))
 _DECIMAL_CHARS = b"0123456789."
 _BOM = b"\xef\xbb\xbf"
 _new_tick: Callable[[type[Tick], tuple[str, str, int]], Tick] = tuple.__new__
+_new_trade: Callable[[type[Trade], tuple[str, str, int, str, int, int, int, bool]], Trade]
+_new_trade = tuple.__new__
+_MAKER = {b"true": True, b"True": True, b"false": False, b"False": False}
 
 
 @dataclass(slots=True)
@@ -162,8 +165,13 @@ def read_blocks(
     *,
     block_bytes: int = BLOCK_BYTES,
     count: ReadCount | None = None,
+    trades: bool = False,
 ) -> Iterator[Block]:
     """Every data row of one file, validated, in file order, a chunk at a time.
+
+    With ``trades`` the rows are :class:`~tickerd.models.Trade` ticks carrying the
+    quantity as written, the ids (a trades file's ``id`` is its own aggregate, first and
+    last id) and the maker flag; without, plain ticks (the parse is then cheaper).
 
     ``info`` is the file's own symbol (its tick size and precision). At the first bad row
     the rows before it are yielded, then :class:`ReplayFileError` names the file, the line
@@ -201,14 +209,21 @@ def read_blocks(
                     unit_known = True
                     time_range = _time_unit(next(x for x in chunk.split(b"\n") if x), layout)
                 with _gc_paused():
-                    fast = _parse_fast(chunk, layout, spec.symbol, grid, time_range)
+                    fast = _parse_fast(chunk, layout, spec.symbol, grid, time_range, trades=trades)
                 if fast is not None:
                     ticks, in_order = fast
                     yield Block(ticks, in_order, path, line_no)
                     line_no += len(ticks)
                     continue
                 block, bad, reason, lines_seen = _parse_slow(
-                    chunk, layout, spec.symbol, grid, time_range, path=path, line_no=line_no
+                    chunk,
+                    layout,
+                    spec.symbol,
+                    grid,
+                    time_range,
+                    path=path,
+                    line_no=line_no,
+                    trades=trades,
                 )
                 if block.ticks:
                     yield block
@@ -253,7 +268,13 @@ def _time_unit(row: bytes, layout: Layout) -> TimeRange:
 
 
 def _parse_fast(
-    chunk: bytes, layout: Layout, symbol: str, grid: PriceGrid, time_range: TimeRange
+    chunk: bytes,
+    layout: Layout,
+    symbol: str,
+    grid: PriceGrid,
+    time_range: TimeRange,
+    *,
+    trades: bool = False,
 ) -> tuple[list[Tick], bool] | None:
     """Parse a chunk of well-formed rows column-wise; None sends it to :func:`_parse_slow`."""
     lo, hi, us = time_range
@@ -295,7 +316,26 @@ def _parse_fast(
         return None
     if us:
         times = list(map(floordiv, times, repeat(1000)))
+    if trades:
+        made = _trades(fields, layout, symbol, prices, times)
+        return None if made is None else (made, in_order)
     return list(map(_new_tick, repeat(Tick), zip(repeat(symbol), prices, times))), in_order
+
+
+def _trades(
+    fields: list[bytes], layout: Layout, symbol: str, prices: list[str], times: list[int]
+) -> list[Tick] | None:
+    """The rows as trades: the checked columns (ids all digits) read whole."""
+    ncol = len(layout.names)
+    qtys = list(map(bytes.decode, fields[layout.qty :: ncol]))
+    makers = list(map(_MAKER.__getitem__, fields[layout.maker :: ncol]))
+    try:
+        ids = [orjson.loads(b"[" + b",".join(fields[c::ncol]) + b"]") for c in layout.ids]
+    except orjson.JSONDecodeError:
+        return None
+    agg, first, last = (ids[0], ids[0], ids[0]) if len(ids) == 1 else ids
+    rows = zip(repeat(symbol), prices, times, qtys, agg, first, last, makers)
+    return list(map(_new_trade, repeat(Trade), rows))
 
 
 def _parse_slow(
@@ -307,6 +347,7 @@ def _parse_slow(
     *,
     path: str,
     line_no: int,
+    trades: bool = False,
 ) -> tuple[Block, int | None, str, int]:
     """Row by row: (valid rows before the first bad one, its line or None, why, lines read)."""
     lo, hi, us = time_range
@@ -320,7 +361,14 @@ def _parse_slow(
             price, time_ms = _parse_row(line, layout, grid, lo, hi)
         except ValueError as exc:
             return _block(ticks, lines, path), line_no + index, str(exc), index
-        ticks.append(Tick(symbol, price, time_ms // 1000 if us else time_ms))
+        tick = Tick(symbol, price, time_ms // 1000 if us else time_ms)
+        if trades:
+            f = line.split(b",")
+            ids = [int(f[c]) for c in layout.ids]
+            agg, first, last = (ids[0], ids[0], ids[0]) if len(ids) == 1 else ids
+            qty = f[layout.qty].decode()
+            tick = Trade.of(tick, qty, agg, first, last, _MAKER[f[layout.maker]])
+        ticks.append(tick)
         lines.append(line_no + index)
     return _block(ticks, lines, path), None, "", len(split)
 

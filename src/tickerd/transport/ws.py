@@ -61,6 +61,7 @@ from .resources import Listener, listen
 
 if TYPE_CHECKING:
     from .faults import FaultInjector
+    from .streams import StreamGate
 
 log = logging.getLogger("tickerd.server")
 
@@ -283,6 +284,7 @@ class WSServer:
         self.counters = ConnectionCounters()  # ops: read at scrape time
         self.ids = itertools.count(1)
         self.faults: FaultInjector | None = None  # set by the control plane
+        self.streams: StreamGate | None = None  # market-stream paths, when served
         # Load-balancer hooks: who a request's client is, and a protocol in front of
         # picows' (the PROXY protocol); set before start().
         self.client_of: Callable[[Any, Any], str] = peer_client
@@ -361,7 +363,8 @@ class WSServer:
         """Answer an upgrade request from ``ip``: a :class:`Connection` or a refusal.
 
         Checked in order: ``Host`` (exactly one, RFC 7230 §5.4: else 400), the path
-        (``/healthz``, else 404), ``Sec-WebSocket-Version`` (13, else 426 naming it, RFC
+        (``/healthz``, a market-stream path when :attr:`streams` is set — 400 for
+        malformed names —, else 404), ``Sec-WebSocket-Version`` (13, else 426 naming it, RFC
         6455 §4.4), then the limits (503 open connections, 429 attempts, 429/418 weight).
         """
         hosts = request.headers.getall("Host", [])
@@ -372,8 +375,15 @@ class WSServer:
             status, doc = self.health()
             body = orjson.dumps(doc)
             return response(body) if status == 200 else refusal(status, body)
+        stream = None
         if path != self.options.path:
-            return None  # 404
+            stream = None if self.streams is None else self.streams.match(path, query)
+            if stream is None:
+                return None  # 404
+            assert self.streams is not None
+            problem = self.streams.problem(stream)
+            if problem is not None:
+                return refusal(400, problem.encode(), None, "text/plain")
         if request.headers.getall("Sec-WebSocket-Version", []) != [WS_VERSION]:
             return refusal(
                 426,
@@ -390,6 +400,9 @@ class WSServer:
             self.counters.refused["connect_limit"] += 1  # ops
             limit = self.options.connect_limit
             return _refuse(connect_limited(ip, limit, self.attempts.retry_after_ms(now), now), now)
+        if stream is not None:  # stream sockets spend no request weight
+            assert self.streams is not None
+            return self.streams.connection(self, ip, stream)
         try:
             self.protocol.limiter.charge(ip, weights.WS_HANDSHAKE_WEIGHT, now)
         except BinanceError as err:
