@@ -6,6 +6,7 @@ Usage, from the repository root with the dev venv's Python::
     python benchmarks/run.py                        # 3 reps, 1 s warm-up + 3 s per measurement
     python benchmarks/run.py --quick                # smoke run, a minute or two (see below)
     python benchmarks/run.py --reps 5 --duration 5 --wsload /path/to/wsload
+    python benchmarks/run.py --servers naive,tickerd,uws,node-ws   # only those servers' blocks
     python benchmarks/run.py --render benchmarks/RESULTS.json   # re-write the .md, no measuring
 
 It compiles ``benchmarks/loadgen.c`` with the system gcc (-O2, into ``benchmarks/.build/``)
@@ -23,7 +24,9 @@ versions benchmarks/peers/package.json pins with ``npm install --prefix
 benchmarks/.build/peers`` (skipped when they are there already) and, on a glibc older than
 2.38, makes the uWebSockets.js binary load with a compiled shim (``harness/peers.py``); the
 report states exactly what ran. A peer that cannot be installed or started is reported as
-"not measured: <why>", never as a failure of the run. ``--servers naive,tickerd,uws``
+"not measured: <why>", never as a failure of the run. single-pipelined and
+single-unpipelined give tickerd / uWebSockets.js (target >= 1.3x each) and tickerd / Node ws
+(for information) beside the other ratios. ``--servers naive,tickerd,uws``
 measures only those servers' blocks and skips the scenarios without a server block.
 
 Scenarios: single-pipelined (50 conns x 20 in flight), single-unpipelined (200 x 1),
@@ -57,8 +60,9 @@ in time order) and reports the rows per second.
 
 Output: RESULTS.md (``--out``) and the raw results as JSON beside it (same name, ``.json``).
 The default ``--out`` is the committed ``benchmarks/RESULTS.md`` for a full run and
-``benchmarks/.build/quick/RESULTS.md`` (not committed) for ``--quick``, so a smoke run never
-replaces the published figures.
+``benchmarks/.build/quick/RESULTS.md`` (not committed) for ``--quick`` and
+``benchmarks/.build/servers/RESULTS.md`` for a ``--servers`` subset, so a smoke or partial
+run never replaces the published figures.
 Throughput targets are ratios within a repetition; latency, CPU per request, RSS and
 ticks/s targets are absolute by nature. Exit status: 0 when every measurement was made
 (whether or not it met its target), 1 when one could not be made (a server that did not
@@ -126,6 +130,11 @@ def run_rep(ctx: Ctx, index: int) -> Result:
     for block in order:
         guarded(block.__name__, functools.partial(block, ctx, rep), rep)
     if not ctx.plan.every_server:
+        skipped = {"status": "not measured: not among --servers"}
+        for scenario in ("idle-connections", "slow-reader", "book-updates", "replay-parse"):
+            rep[scenario] = dict(skipped)
+        if index == 0:
+            rep["mirror-recording"], rep["instructions"] = dict(skipped), dict(skipped)
         return rep
     rep["idle-connections"] = guarded_result(lambda: idle_connections(ctx))
     rep["slow-reader"] = guarded_result(lambda: slow_reader(ctx))

@@ -13,6 +13,7 @@ ROOT = HERE.parent
 BUILD = HERE / ".build"
 DEFAULT_OUT = HERE / "RESULTS.md"
 QUICK_OUT = BUILD / "quick" / "RESULTS.md"  # smoke figures never overwrite the committed ones
+SUBSET_OUT = BUILD / "servers" / "RESULTS.md"  # nor do those of a --servers subset
 LOADGEN_SRC = HERE / "loadgen.c"
 HOST = "127.0.0.1"
 WS_PATH = "/ws-fapi/v1"
@@ -112,7 +113,8 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
         type=Path,
         default=None,
         help=f"report path (default {DEFAULT_OUT.relative_to(HERE.parent)}; "
-        f"--quick: {QUICK_OUT.relative_to(HERE.parent)}); the JSON goes beside it",
+        f"--quick: {QUICK_OUT.relative_to(HERE.parent)}; a --servers subset: "
+        f"{SUBSET_OUT.relative_to(HERE.parent)}); the JSON goes beside it",
     )
     p.add_argument("--wsload", type=Path, default=None, help="external generator to cross-check")
     p.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")
@@ -133,6 +135,7 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
     q = bool(a.quick)
     servers = tuple(dict.fromkeys(x.strip() for x in a.servers.split(",") if x.strip()))
     unknown = [x for x in servers if x not in SERVER_RUNS]
+    whole = set(servers) == set(SERVER_RUNS)
     if unknown or not servers:
         p.error(f"--servers: unknown {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(SERVER_RUNS)}")  # fmt: skip
@@ -144,7 +147,7 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
         slow_requests=1500 if q else 6000,
         rerun=not q,
         quick=q,
-        out=(a.out if a.out is not None else QUICK_OUT if q else DEFAULT_OUT).resolve(),
+        out=(a.out or (QUICK_OUT if q else DEFAULT_OUT if whole else SUBSET_OUT)).resolve(),
         wsload=a.wsload.resolve() if a.wsload else None,
         pin=not a.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"),
         nice=a.nice,

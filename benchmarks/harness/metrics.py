@@ -89,7 +89,8 @@ def idle_rss_mb(rep: Result) -> float | None:
 def slow_growth_mb(rep: Result) -> float | None:
     """tickerd's RSS growth under the slow reader, in MB."""
     r = rep.get("slow-reader", {})
-    return None if "failed" in r else float(r["growth_kb"]) / 1024
+    growth = r.get("growth_kb")
+    return None if "failed" in r or not isinstance(growth, (int, float)) else growth / 1024
 
 
 def slow_cut_s(rep: Result) -> float | None:

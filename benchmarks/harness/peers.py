@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shlex
 import shutil
 import struct
@@ -146,8 +147,9 @@ def glibc_version() -> str:
 
 
 def uws_binary(node_abi: str) -> Path:
-    """The uWebSockets.js addon node loads on this machine."""
-    return PEERS_BUILD / "node_modules" / UWS_PACKAGE / f"uws_linux_x64_{node_abi}.node"
+    """The uWebSockets.js addon node loads on this machine (the names its uws.js builds)."""
+    arch = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return PEERS_BUILD / "node_modules" / UWS_PACKAGE / f"uws_linux_{arch}_{node_abi}.node"
 
 
 def make_uws_load(node_abi: str) -> tuple[dict[str, str], str]:
@@ -191,7 +193,7 @@ def prepare_peers() -> dict[str, Result]:
             env = {**base, **env}
             probe = f"require({json.dumps(package)})"
             run([node, "-e", probe], 30, {**os.environ, **env})
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, ValueError, struct.error) as exc:  # a malformed ELF too
             out[name] = {"status": f"not measured: {exc}"}
             continue
         out[name] = {
