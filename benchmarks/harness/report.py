@@ -118,9 +118,11 @@ def md_loadgen(reps: list[Result], scenario: str, servers: list[str]) -> list[st
         "| rep | server | req/s | srv_cpu | gen_cpu | cpu0 other | p50 µs | p99 µs | syscalls/resp | note |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    # a server of no repetition (not among --servers) gets no rows
+    shown = [s for s in servers if any(s in rep.get(scenario, {}) for rep in reps)] or servers
     for i, rep in enumerate(reps, 1):
         saturating = scenario != "open-loop-20k"  # an offered rate is meant to leave headroom
-        out += [lg_row(i, s, rep.get(scenario, {}).get(s), saturating) for s in servers]
+        out += [lg_row(i, s, rep.get(scenario, {}).get(s), saturating) for s in shown]
     return out
 
 
