@@ -6,7 +6,7 @@ Usage, from the repository root with the dev venv's Python (redis-server and gcc
     python benchmarks/cluster.py                   # every scenario, ~1 minute
     python benchmarks/cluster.py --duration 3 --json /tmp/cluster.json
 
-Scenarios, each with ``benchmarks/loadgen.c`` (built by ``run.build_loadgen``) pinned to
+Scenarios, each with ``benchmarks/loadgen.c`` (built by ``harness.procs.build_loadgen``) pinned to
 CPU 1 and the server to CPU 0:
 
 * ``single``: one symbol, 50 connections × 20 in flight, the book idle;
@@ -39,10 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "src"))
 
 from harness.procs import build_loadgen
 

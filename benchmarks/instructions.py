@@ -101,10 +101,7 @@ def prepare(kind: str, side_port: int) -> None:
 def masked_text(payload: bytes) -> bytes:
     """A client text frame (masked with a zero key: the mask is mandatory, not its value)."""
     n = len(payload)
-    if n < 126:
-        head = bytes((0x81, 0x80 | n))
-    else:
-        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    head = bytes((129, 128 | n)) if n < 126 else bytes((129, 128 | 126)) + n.to_bytes(2, "big")
     return head + b"\0\0\0\0" + payload
 
 

@@ -26,18 +26,21 @@ benchmarks/.build/peers`` (skipped when they are there already) and, on a glibc 
 report states exactly what ran. A peer that cannot be installed or started is reported as
 "not measured: <why>", never as a failure of the run. single-pipelined and
 single-unpipelined give tickerd / uWebSockets.js (target >= 1.3x each) and tickerd / Node ws
-(for information) beside the other ratios. ``--servers naive,tickerd,uws``
-measures only those servers' blocks and skips the scenarios without a server block.
+(for information) beside the other ratios. ``--servers naive,tickerd,uws`` measures only
+those servers' blocks and skips the scenarios without a server block (cluster among them).
 
 Scenarios: single-pipelined (50 conns x 20 in flight), single-unpipelined (200 x 1),
 open-loop-20k (20 000 req/s offered, latency from the intended send time), all-symbols
 (512 symbols, 50 x 4), idle-connections (10 000 open WebSockets, tickerd's RSS),
 slow-reader (all-symbols requests, never read: RSS growth and the cut-off), book-updates
 (PriceBook.apply, batches of 1000), replay-parse, generator-ceiling (loadgen against
-the echo server), and two counted by valgrind's callgrind, once per run: mirror-recording
-(instructions per aggTrade through the mirror's state with and without a TradeRecorder)
-and instructions (``benchmarks/instructions.py``: tickerd's and echo's instructions per
-request); without valgrind they say "not measured: valgrind missing". With
+the echo server), cluster (``benchmarks/cluster.py``: one worker on a redis-server of its
+own against one process, and two workers; not in ``--quick``, and "not measured:
+redis-server missing" without it), and two counted by valgrind's callgrind, once per run:
+mirror-recording (instructions per aggTrade through the mirror's state with and without a
+TradeRecorder) and instructions (``benchmarks/instructions.py``: instructions per request
+of tickerd, of the echo server and of tickerd after a fault was armed and cleared);
+without valgrind they say "not measured: valgrind missing". With
 ``--wsload PATH`` an independent generator re-measures single-pipelined against naive and
 tickerd. The parts live in ``benchmarks/harness/``.
 
@@ -88,6 +91,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.callgrind import instructions, mirror_recording
+from harness.cluster_runs import cluster_figures
 from harness.config import (
     ALL_SYMBOLS,
     GEN_CPU,
@@ -131,7 +135,8 @@ def run_rep(ctx: Ctx, index: int) -> Result:
         guarded(block.__name__, functools.partial(block, ctx, rep), rep)
     if not ctx.plan.every_server:
         skipped = {"status": "not measured: not among --servers"}
-        for scenario in ("idle-connections", "slow-reader", "book-updates", "replay-parse"):
+        server_less = ("idle-connections", "slow-reader", "book-updates", "replay-parse", "cluster")
+        for scenario in server_less:
             rep[scenario] = dict(skipped)
         if index == 0:
             rep["mirror-recording"], rep["instructions"] = dict(skipped), dict(skipped)
@@ -143,6 +148,7 @@ def run_rep(ctx: Ctx, index: int) -> Result:
     rows = 100_000 if ctx.plan.quick else 1_000_000
     with on_cpu(SERVER_CPU if ctx.plan.pin else None):
         rep["replay-parse"] = replay_parse(ctx.servers.workdir, rows)
+    rep["cluster"] = cluster_figures(ctx.servers.workdir, ctx.plan.duration, ctx.plan.quick)
     if index == 0:
         events = 4000 if ctx.plan.quick else RECORDING_EVENTS
         rep["mirror-recording"] = mirror_recording(ctx.servers.workdir, events)

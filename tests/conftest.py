@@ -11,6 +11,7 @@ All traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -33,8 +34,8 @@ HOST = "127.0.0.1"
 WS_PATH = "/ws-fapi/v1"
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
-READY_RE = re.compile(r"tickerd ready: (ws://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
-REST_READY_RE = re.compile(r"tickerd REST ready: (http://127\.0\.0\.1:\d+)")
+READY_RE = re.compile(r"tickerd ready: (wss?://127\.0\.0\.1:(\d+)(/\S*)) \((\d+) symbols\)")
+REST_READY_RE = re.compile(r"tickerd REST ready: (https?://127\.0\.0\.1:\d+)")
 CONTROL_READY_RE = re.compile(r"tickerd control ready: (http://\S+)")
 # Every port a test server opens is a free one: the REST twin too (its default is 9001).
 DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0")
@@ -132,9 +133,14 @@ class ServerFactory:
         self.started: list[Server] = []
 
     def __call__(
-        self, *flags: str, env: dict[str, str] | None = None, minute_margin: float = 3.0
+        self,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        minute_margin: float = 3.0,
+        nofile: tuple[int, int] | None = None,
     ) -> Server:
-        """Start a server with extra ``flags`` (and extra environment ``env``).
+        """Start a server with extra ``flags`` (and extra environment ``env``; ``nofile``:
+        the soft and hard RLIMIT_NOFILE it starts with).
 
         Returns once the server has logged that it is ready, and (unless ``minute_margin``
         is 0) not within ``minute_margin`` seconds of a rate-limit window boundary.
@@ -143,6 +149,8 @@ class ServerFactory:
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, "-m", "tickerd", "serve", *DEFAULT_FLAGS, *flags]
+        if nofile is not None:  # set in a launcher that then execs the server (same pid)
+            cmd = [sys.executable, "-c", _WITH_NOFILE, *map(str, nofile), *cmd]
         process = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -194,6 +202,13 @@ class ServerFactory:
     def stop_all(self) -> None:
         for srv in self.started:
             _stop(srv.process)
+
+
+_WITH_NOFILE = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -303,10 +318,19 @@ class RawClient:
 
     frame = staticmethod(frame_bytes)  # build frames to batch into one ``send``
 
-    def __init__(self, port: int, *, rcvbuf: int | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 5.0,
+        source: str | None = None,
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:  # another loopback address (127.0.0.0/8): another client IP
+            self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect((HOST, port))
         self.port = port
@@ -485,10 +509,8 @@ class RawClient:
         return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, payload, masked)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class RawFactory:

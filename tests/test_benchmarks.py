@@ -28,6 +28,7 @@ SCENARIOS = [
     "generator-ceiling",
     "mirror-recording",
     "instructions",
+    "cluster",
 ]
 
 pytestmark = [
@@ -69,6 +70,7 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert replay["rows"] == 100_000 and replay["rows_per_s"] > 0
     assert replay["symbols"] == "BTCUSDT, ETHUSDT, DOGEUSDT, 1000BONKUSDT"
     assert "## Instruction counts (callgrind)" in md
+    assert rep["cluster"] == {"status": "not measured: --quick"}
 
 
 def test_callgrind_rows_say_not_measured_without_valgrind(
@@ -88,6 +90,20 @@ def test_callgrind_rows_say_not_measured_without_valgrind(
     assert rep["mirror-recording"] == {"status": "not measured: valgrind missing"}
     assert rep["instructions"] == {"status": "not measured: valgrind missing"}
     assert md_callgrind(rep).count("not measured: valgrind missing.") == 2
+
+
+def test_cluster_rows_say_not_measured_without_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from harness import cluster_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(cluster_runs.shutil, "which", lambda name: None)
+    assert cluster_runs.cluster_figures(tmp_path, 1.0, quick=False) == {
+        "status": "not measured: redis-server missing"
+    }
 
 
 def peer_replies(port: int, requests: list[bytes]) -> list[bytes]:

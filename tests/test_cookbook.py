@@ -19,6 +19,7 @@ not stay on this machine, so a client that would reach out to Binance fails loud
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -324,6 +325,7 @@ NOT_RUN_HERE = {
     "kubernetes-probes": "a Kubernetes manifest fragment; the probes' /healthz is tests/test_health.py",
     "fuzz-long": "the fuzzer's long mode (minutes); tests/test_fuzz.py runs the same cases, fewer",
     "startup-summary": "tests/test_service.py checks these lines of a real start-up",
+    "tls-serve": "tests/test_tls.py serves with these flags, certificates made by the test",
     "recording-format": "tests/test_recording.py reads the files a recording mirror writes",
     "recording-replay": "needs Binance; tests/test_recording.py records a fake upstream, replays it",
     "symbols-fetch": "needs Binance; tests/test_symbols_fetch.py fetches from a fake upstream",
@@ -423,10 +425,8 @@ class Shell:
 
 def end_group(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """SIGTERM every process of the block's group (a server it left running), then wait."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:

@@ -9,6 +9,7 @@ long mode (README, "Testing"); ``TICKERD_FUZZ_SEED`` replays another seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -155,10 +156,8 @@ def _run_frame_case(raw: Any, srv: Any, frames: list[bytes], closes: bool) -> st
                     return f"close code {code}"
                 # A client answers a close with its own (RFC 6455 §5.5.1) — also when the
                 # close it sent itself was a malformed one the server refused with 1002.
-                try:
+                with contextlib.suppress(OSError):  # already closed by the server
                     client.send(frame(OP_CLOSE, got.payload[:2]))
-                except OSError:
-                    pass  # already closed by the server: nothing to answer
                 try:
                     client.wait_closed(timeout=5.0)
                 except TimeoutError:

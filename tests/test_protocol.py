@@ -262,7 +262,7 @@ def test_invalid_id(proto: Protocol, raw_id: bytes) -> None:
 
 
 def test_invalid_id_reply_text() -> None:
-    assert INVALID_ID_REPLY == err(b"null", 400, -1000, INVALID_ID, None)
+    assert err(b"null", 400, -1000, INVALID_ID, None) == INVALID_ID_REPLY
 
 
 def test_missing_id(proto: Protocol) -> None:

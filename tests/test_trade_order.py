@@ -64,10 +64,12 @@ def run(it: Iterator[Tick]) -> tuple[list[Tick], str | None]:
 def test_merged_agrees_with_heapq_merge(specs: list[tuple[list[list[int]], bool]]) -> None:
     built = [build(spec, i) for i, spec in enumerate(specs)]
     expected = run(
-        heapq.merge(*(ticks_of(l, f, f"s{i}") for i, (l, f) in enumerate(built)), key=_TIME)
+        heapq.merge(*(ticks_of(lists, f, f"s{i}") for i, (lists, f) in enumerate(built)), key=_TIME)
     )
     got = run(
-        chain.from_iterable(merged([lists_of(l, f, f"s{i}") for i, (l, f) in enumerate(built)]))
+        chain.from_iterable(
+            merged([lists_of(lists, f, f"s{i}") for i, (lists, f) in enumerate(built)])
+        )
     )
     assert got == expected
 

@@ -44,6 +44,7 @@ SCENARIOS: dict[str, str] = {
     "generator-ceiling": "loadgen -E against the echo server (50 x 20)",
     "mirror-recording": "callgrind: MirrorState.on_event per aggTrade, with / without a TradeRecorder",
     "instructions": "callgrind: instructions per request (benchmarks/instructions.py)",
+    "cluster": "one worker on Redis against one process; two workers (benchmarks/cluster.py)",
 }
 # The servers (the blocks of loadgen.py, in the order of a first repetition) and the
 # generator runs each makes; --servers picks some of them.
@@ -95,8 +96,9 @@ class Plan:
         install = 60 if set(PEER_SERVERS) & set(self.servers) else 0  # npm, first run only
         if not self.every_server:
             return 20 + install + self.reps * rep * (1.3 if self.rerun else 1.0)
-        rep += self.idle_conns / 1000 + 12
-        counted = 40 if self.quick else 60 + 600  # mirror-recording; instructions.py (full)
+        cluster = 0 if self.quick else 6 * (self.warmup + self.duration + 4) + 20
+        rep += self.idle_conns / 1000 + 12 + cluster
+        counted = 40 if self.quick else 60 + 900  # mirror-recording; instructions.py (full)
         return 20 + install + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
 
 
@@ -127,7 +129,7 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
                    help="comma-separated servers to measure (default all: "
                         f"{','.join(SERVER_RUNS)}); a subset skips the scenarios without a "
                         "server block (idle-connections, slow-reader, book-updates, "
-                        "replay-parse, the callgrind counts)")  # fmt: skip
+                        "replay-parse, cluster, the callgrind counts)")  # fmt: skip
     p.add_argument("--nice", type=int, default=0,
                    help="niceness of the harness and its children (e.g. -10 on a box shared "
                         "with other work, as root; default 0)")  # fmt: skip

@@ -115,7 +115,7 @@ class Metric:
     scenario: str
     label: str
     value: Callable[[Result], float | None]
-    fmt: str  # "x" ratio, "us", "mb", "rate", "cpu", "s", "instr" (a count)
+    fmt: str  # "x" ratio, "us", "mb", "rate", "cpu", "s", "ms", "instr" (a count)
     target: tuple[str, float] | None = None  # (">=" | "<=" | "<", bound)
     saturation: tuple[str, tuple[str, ...]] | None = None  # scenario, servers
     servers: tuple[str, ...] = ()  # a server reported "not measured" makes the row so too
@@ -125,7 +125,7 @@ def metrics() -> list[Metric]:
     """Every headline row, in report order."""
     s1, s2, s3, s4 = "single-pipelined", "single-unpipelined", "open-loop-20k", "all-symbols"
     mr, ins = "mirror-recording", "instructions"
-    fc = "tickerd-faults-cleared"
+    fc, cl = "tickerd-faults-cleared", "cluster"
     trio = ("naive", "echo", "tickerd")
     uws, nws = ("tickerd", "uws"), ("tickerd", "node-ws")
     four = ("naive", "constant", "tickerd", "tickerd-ticking")
@@ -164,6 +164,12 @@ def metrics() -> list[Metric]:
         Metric(mr, "recorded / plain instructions", field_of(mr, "ratio"), "x", ("<=", 1.10)),
         Metric(mr, "instructions per aggTrade, plain", field_of(mr, "plain_instr_per_event"), "instr"),
         Metric(mr, "instructions per aggTrade, recorded", field_of(mr, "recorded_instr_per_event"), "instr"),
+        Metric(cl, "one worker on Redis / one process, pipelined", field_of(cl, "single_ratio"), "x", (">=", 0.8)),
+        Metric(cl, "one worker on Redis / one process, all-symbols at 20k ticks/s", field_of(cl, "all_20k_ratio"), "x", (">=", 0.8)),
+        Metric(cl, "CPU-µs per request, one process (pipelined)", field_of(cl, "process_cpu_us"), "us"),
+        Metric(cl, "CPU-µs per request, each of two workers on Redis", field_of(cl, "worker_cpu_us"), "us"),
+        Metric(cl, "two workers together", field_of(cl, "workers_rps"), "rate"),
+        Metric(cl, "staleness p99 (price set on one node until another serves it)", field_of(cl, "staleness_p99_ms"), "ms"),
         Metric(ins, "tickerd per request, pipelined", field_of(ins, "tickerd_pipelined"), "instr"),
         Metric(ins, "tickerd per request, unpipelined", field_of(ins, "tickerd_unpipelined"), "instr"),
         Metric(ins, "echo per request, pipelined", field_of(ins, "echo_pipelined"), "instr"),
@@ -192,6 +198,7 @@ def fmt(value: float | None, kind: str) -> str:
         "rate": f"{value:,.0f}/s",
         "cpu": f"{value:.2f}",
         "s": f"{value:.2f} s",
+        "ms": f"{value:.2f} ms",
         "instr": f"{value:,.0f}",
     }[kind]
 

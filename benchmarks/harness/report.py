@@ -185,6 +185,9 @@ DETAILS: list[tuple[str, str, list[str]]] = [
       "peak_from", "growth_kb", "rss_after_kb", "server_logged_cut"]),
     ("book-updates", "records", ["apply_ticks_per_s", "dict_ticks_per_s", "ratio_to_dict"]),
     ("replay-parse", "records", ["status", "symbols", "rows", "rows_per_s"]),
+    ("cluster", "records",
+     ["status", "single_ratio", "all_20k_ratio", "process_cpu_us", "worker_cpu_us", "workers_rps",
+      "staleness_p99_ms"]),
 ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,11 @@ from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
 from .symbols import SymbolUniverse
-from .transport.aio import netloc
+from .tls import TLSFiles
+from .transport.aio import HttpLimits, netloc
 from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
+from .transport.resources import fd_warning, soft_fd_limit
 from .transport.ws import WSOptions, WSServer
 from .validation import check_settings
 
@@ -104,6 +107,7 @@ class Service:
             if settings.store
             else None
         )
+        self.tls = TLSFiles.of(settings.tls_cert, settings.tls_key)  # bad files: TLSError
         # A bad --scenario file stops the service here, before anything listens.
         startup = load_scenario(settings.scenario) if settings.scenario else None
         self.faults = FaultInjector(self.controlled_clock, self.limiter)
@@ -137,14 +141,15 @@ class Service:
     def url(self) -> str:
         """The WebSocket API URL clients connect to."""
         assert self.ws is not None
-        return f"ws://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
 
     @property
     def rest_url(self) -> str | None:
         """The REST base URL (``http://host:port``), or None when REST is off."""
         if self.http is None:
             return None
-        return f"http://{netloc(self.settings.host, self.http.port)}"
+        return f"{'https' if self.tls else 'http'}://{netloc(self.settings.host, self.http.port)}"
 
     # -- health ----------------------------------------------------------------------------
 
@@ -208,18 +213,16 @@ class Service:
             await self._start_feeds(summary)
         else:  # the feeds start where the cluster's feed lease is held
             await self.cluster.start()
+        tls = self.tls.context if self.tls else None
         self.ws = WSServer(
             self.protocol,
             self.clock,
-            ws_options(s, self.sockets.get("ws")),
+            ws_options(s, self.sockets.get("ws"), tls),
             health=self.health_report,
         )
         if s.rest_port >= 0:
             self.http = HTTPServer(
-                self.rest,
-                self.clock,
-                RestOptions(s.host, s.rest_port, self.sockets.get("rest")),
-                health=self.health_report,
+                self.rest, self.clock, self._rest_options(), health=self.health_report
             )
         if self.proxies is not None:
             self._trust_proxies(self.ws, self.http)
@@ -240,8 +243,27 @@ class Service:
         self.control.start()
         for line in summary:
             log.info("%s", line)
+        if (fd_note := self._fd_warning()) is not None:
+            log.warning("%s", fd_note)
         served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
         log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
+
+    def _rest_options(self) -> RestOptions:
+        s = self.settings
+        limits = HttpLimits(
+            s.http_idle_timeout, s.http_max_connections, s.http_max_connections_per_ip
+        )
+        tls = self.tls.context if self.tls else None
+        return RestOptions(s.host, s.rest_port, limits, tls, self.sockets.get("rest"))
+
+    def _fd_warning(self) -> str | None:
+        """A line when ``--max-connections`` does not fit in the fd limit beside the HTTP
+        caps (each twice: admitted and refused connections) of REST and the push ingest."""
+        s = self.settings
+        http = 2 * s.http_max_connections if s.rest_port >= 0 else 0
+        if "push" in s.feed:
+            http += 2 * HttpLimits().max_connections
+        return fd_warning(s.max_connections, http, soft_fd_limit())
 
     async def _start_feeds(self, summary: list[str]) -> None:
         for feed in self.registry:
@@ -329,6 +351,8 @@ class Service:
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        if self.tls is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.tls.reload)
         await self.start()
         try:
             if on_ready is not None:
@@ -374,9 +398,11 @@ def _client_resolver(settings: Settings) -> ClientResolver | None:
         raise TickerdError(str(exc)) from None
 
 
-def ws_options(settings: Settings, sock: Any = None) -> WSOptions:
+def ws_options(
+    settings: Settings, sock: Any = None, tls: ssl.SSLContext | None = None
+) -> WSOptions:
     """The WebSocket API server's options, from the settings (``sock``: a listening
-    socket handed over by a supervisor)."""
+    socket handed over by a supervisor; ``tls``: serve wss://)."""
     s = settings
     return WSOptions(
         sock=sock,
@@ -392,4 +418,6 @@ def ws_options(settings: Settings, sock: Any = None) -> WSOptions:
         handshake_timeout=s.handshake_timeout,
         close_timeout=s.close_timeout,
         connect_limit=s.connect_limit,
+        ssl=tls,
+        max_total_send_buffer_bytes=s.max_total_send_buffer_bytes,
     )

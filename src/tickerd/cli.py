@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -18,6 +19,7 @@ from .config import GROUPS, Settings, default_text, env_of, flag_of, setting_rul
 from .errors import TickerdError
 from .loop import run
 from .timestamps import UTCFormatter
+from .tls import TLSError, TLSFiles
 from .validation import Resolved, SettingError, resolve
 
 SERVE_EXAMPLES = """\
@@ -140,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = logging.StreamHandler()
         handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+        from .transport.resources import raise_fd_limit
+
+        raise_fd_limit()  # soft RLIMIT_NOFILE up to the hard limit (Service warns if too low)
         if settings.workers != "1":  # --workers: a supervisor forks the workers
             return _supervise(settings)
         from .app import Service
@@ -150,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # cyclic collector's full passes, which otherwise walk it every few thousand
             # requests.
             run(service.serve_forever(on_ready=gc.freeze))
+        except TLSError as exc:  # files that exist but do not load
+            print(f"tickerd serve: {exc}", file=sys.stderr)
+            return 2
         except (TickerdError, OSError) as exc:
             print(f"tickerd: {exc}", file=sys.stderr)
             return 1
@@ -174,6 +182,11 @@ def _supervise(settings: Settings) -> int:
     except ValueError as exc:
         print(f"tickerd: {exc}", file=sys.stderr)
         return 2
+    try:  # bad TLS files stop the start here, not in every worker again and again
+        tls = TLSFiles.of(settings.tls_cert, settings.tls_key)
+    except TLSError as exc:
+        print(f"tickerd serve: {exc}", file=sys.stderr)
+        return 2
     if (
         n > 1
         and not settings.redis
@@ -189,7 +202,11 @@ def _supervise(settings: Settings) -> int:
     if settings.rest_port >= 0:
         ports["rest"] = settings.rest_port
     supervisor = Supervisor(
-        lambda i, socks: _worker(settings, bound, i, socks), n, settings.host, ports
+        lambda i, socks: _worker(settings, bound, i, socks),
+        n,
+        settings.host,
+        ports,
+        forward=(signal.SIGHUP,) if tls else (),  # each worker reloads its certificate
     )
     try:
         bound = supervisor.bind()

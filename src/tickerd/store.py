@@ -162,7 +162,7 @@ class PriceStore:
 
     def _record(self, ticks: Sequence[Tick]) -> None:
         # The book's listener: on the hot path, so one C-level update and nothing else.
-        self._dirty.update(zip(map(_SYMBOL, ticks), ticks))
+        self._dirty.update(zip(map(_SYMBOL, ticks), ticks, strict=False))
 
     @property
     def pending(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -265,10 +266,8 @@ class Screen:
         """Draw the frame again at the terminal's current size (on a resize)."""
         live = self._live
         if live is not None:
-            try:
+            with contextlib.suppress(OSError):  # a terminal that cannot tell its size
                 live.console.size = os.get_terminal_size(self.out.fileno())
-            except OSError:  # pragma: no cover - a terminal that cannot tell its size
-                pass
             live.refresh()
 
 
@@ -318,10 +317,8 @@ async def watch(args: argparse.Namespace, client: Client, out: TextIO) -> int:
                     screen.draw()
                     if args.count is not None and view.refreshes >= args.count:
                         break
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), args.interval)
-                    except TimeoutError:
-                        pass
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

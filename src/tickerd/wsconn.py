@@ -180,9 +180,11 @@ class WSConnection:
                 self._finish(End.CLOSE)  # the peer answered our close frame
             return  # nothing is answered after our close frame
         if rsv:
-            return self.close(1002, "RSV bits set without a negotiated extension", now)
+            self.close(1002, "RSV bits set without a negotiated extension", now)
+            return
         if opcode == OP_TEXT and fin and self.fragments is None:
-            return self.respond(payload, now_ms)
+            self.respond(payload, now_ms)
+            return
         if opcode == OP_PONG and self.unanswered_since:
             # Any pong while our ping is outstanding answers it: some clients answer with
             # an empty payload.
@@ -198,7 +200,8 @@ class WSConnection:
             self._peer_closed(payload)
         elif opcode == OP_CONTINUATION:
             if self.fragments is None:
-                return self.close(1002, "continuation frame without a message to continue", now)
+                self.close(1002, "continuation frame without a message to continue", now)
+                return
             self._add_fragment(payload, fin, now, now_ms)
         elif self.fragments is not None:
             self.close(1002, "new data frame inside a fragmented message", now)
@@ -218,7 +221,8 @@ class WSConnection:
         assert fragments is not None
         self.fragments_size += len(payload)
         if self.fragments_size > self.limits.max_message_bytes:
-            return self.close(1009, "message too big", now)
+            self.close(1009, "message too big", now)
+            return
         fragments.append(payload)
         if fin:
             self.fragments = None

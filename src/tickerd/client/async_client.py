@@ -86,7 +86,7 @@ class Client:
     and backoff waits read and call (tests inject a manual clock and a fake sleep).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options
         self,
         url: str = DEFAULT_URL,
         *,

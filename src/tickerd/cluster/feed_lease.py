@@ -12,6 +12,7 @@ lease and a successor follows within ``ttl / 3``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -69,8 +70,6 @@ class FeedLease:
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a successor need not wait for its TTL."""
         if self.owner:
-            try:
+            with contextlib.suppress(*FAILURES):
                 await self._release(keys=[self.keys.feed_lease], args=[self.member])
-            except FAILURES:
-                pass
             self.owner = False

@@ -9,6 +9,8 @@ waits for signals (``sigtimedwait``), so it has nothing else to get wrong.
 * A worker that dies is forked again in its slot; its sockets never closed, so its clients
   wait in the backlog meanwhile. A worker that dies within ``FLAPPING_S`` of its start is
   restarted after a delay that doubles up to ``MAX_DELAY_S``.
+* A signal in ``forward`` (SIGHUP with ``--tls-cert``: reload the certificate) is sent on
+  to every worker.
 * SIGTERM or SIGINT: every worker gets SIGTERM and drains (closes its connections with
   1001, stops its feeds, flushes its store); one still alive after ``drain_timeout`` is
   killed. The supervisor exits 0 when every worker stopped by itself, else 1.
@@ -16,6 +18,7 @@ waits for signals (``sigtimedwait``), so it has nothing else to get wrong.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,7 +26,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from .reuseport import bind_group
 
@@ -76,8 +79,11 @@ class Supervisor:
         ports: Mapping[str, int],
         *,
         drain_timeout: float = 10.0,
+        forward: Collection[signal.Signals] = (),
     ) -> None:
         self.main = main
+        self.forward = frozenset(forward)
+        self.signals = _SIGNALS | self.forward
         self.count = count
         self.host = host
         self.ports = dict(ports)
@@ -104,7 +110,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Fork the workers and supervise them until SIGTERM/SIGINT; the exit status."""
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
         try:
             for slot in self.slots:
                 self._spawn(slot, previous)
@@ -112,9 +118,13 @@ class Supervisor:
                 now = time.monotonic()
                 due = [s.due for s in self.slots if not s.pid]
                 timeout = max(0.0, min(due) - now) if due else 3600.0
-                info = signal.sigtimedwait(_SIGNALS, timeout)
+                info = signal.sigtimedwait(self.signals, timeout)
                 if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     return self._drain()
+                if info is not None and info.si_signo in self.forward:
+                    for slot in self.slots:
+                        if slot.pid:
+                            _signal(slot.pid, signal.Signals(info.si_signo))
                 self._reap()
                 now = time.monotonic()
                 for slot in self.slots:
@@ -203,10 +213,8 @@ class Supervisor:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _describe(status: int) -> str:

@@ -31,6 +31,7 @@ from .schema import (
 )
 from .server import ServerSettings
 from .store import StoreSettings
+from .tls import TLSSettings
 
 __all__ = [
     "DAY_S",
@@ -52,10 +53,16 @@ __all__ = [
 
 # Bases are listed last group first: a dataclass takes its bases' fields in reverse method
 # resolution order, so the fields (and ``--help``) come server, feeds, store, limits, control,
-# cluster.
+# tls, cluster.
 @dataclass
 class Settings(
-    ClusterSettings, ControlSettings, LimitSettings, StoreSettings, FeedSettings, ServerSettings
+    ClusterSettings,
+    TLSSettings,
+    ControlSettings,
+    LimitSettings,
+    StoreSettings,
+    FeedSettings,
+    ServerSettings,
 ):
     """Everything ``tickerd serve`` can be told. Durations are seconds unless named _ms."""
 

@@ -97,3 +97,37 @@ class LimitSettings:
         min=0.1,
         max=3600.0,
     )
+    max_total_send_buffer_bytes: int = setting(
+        64 * 1024 * 1024,
+        help="unsent reply bytes over all WebSocket connections; past it the largest backlogs "
+        "are cut off first",
+        group="limits",
+        kind="int",
+        min=1024 * 1024,
+        max=1024**4,
+        units="bytes",
+    )
+    http_idle_timeout: float = setting(
+        15.0,
+        help="close an idle or half-open REST connection after this",
+        group="limits",
+        **SECONDS,
+        min=0.1,
+        max=3600.0,
+    )
+    http_max_connections: int = setting(
+        1024,
+        help="open REST connections at most (more: HTTP 503)",
+        group="limits",
+        kind="int",
+        min=1,
+        max=10_000_000,
+    )
+    http_max_connections_per_ip: int = setting(
+        128,
+        help="open REST connections per client IP (more: HTTP 503)",
+        group="limits",
+        kind="int",
+        min=1,
+        max=10_000_000,
+    )

@@ -75,6 +75,8 @@ REQUIREMENTS: dict[str, Requirement] = {
     "store": Requirement("--store", lambda s: bool(s.store)),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
     "redis": Requirement("--redis", lambda s: bool(s.redis)),
+    "tls-cert": Requirement("--tls-cert", lambda s: bool(s.tls_cert)),
+    "tls-key": Requirement("--tls-key", lambda s: bool(s.tls_key)),
 }
 
 

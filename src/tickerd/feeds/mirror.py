@@ -95,7 +95,7 @@ class MirrorFeed:
 
     name = "mirror"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options
         self,
         universe: SymbolUniverse,
         *,

@@ -90,7 +90,7 @@ class ShardSupervisor:
     """Keeps shards connected; hands each text message to ``on_text`` and calls ``on_gap``
     after every connect that followed a gap (the first included)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options
         self,
         *,
         timers: StreamTimers,

@@ -195,12 +195,12 @@ class MirrorState:
         """Symbols silent longer than ``after_s``: ``groups`` pairs each shard's symbols with
         the monotonic time it last connected (silence counts from the later of the two)."""
         last = self.last_event
-        out: list[str] = []
-        for symbols, since in groups:
-            for symbol in symbols:
-                if monotonic_s - max(last.get(symbol, since), since) > after_s:
-                    out.append(symbol)
-        return sorted(out)
+        return sorted(
+            symbol
+            for symbols, since in groups
+            for symbol in symbols
+            if monotonic_s - max(last.get(symbol, since), since) > after_s
+        )
 
     # -- rejections ---------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ class PushFeed:
 
     name = "push"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options
         self,
         universe: SymbolUniverse,
         *,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import floordiv
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import orjson
 
@@ -178,7 +178,7 @@ def read_blocks(
     grid = PriceGrid(info)
     path = str(spec.path)
     line_no = 1
-    lo, hi, us = 0, MS_END, False
+    time_range = _MS_TIMES
     first, unit_known = True, False
     try:
         with open_csv(spec) as f:
@@ -199,16 +199,16 @@ def read_blocks(
                             continue  # the chunk was the header alone
                 if not unit_known and chunk.strip():
                     unit_known = True
-                    lo, hi, us = _time_unit(next(x for x in chunk.split(b"\n") if x), layout)
+                    time_range = _time_unit(next(x for x in chunk.split(b"\n") if x), layout)
                 with _gc_paused():
-                    fast = _parse_fast(chunk, layout, spec.symbol, grid, lo, hi, us)
+                    fast = _parse_fast(chunk, layout, spec.symbol, grid, time_range)
                 if fast is not None:
                     ticks, in_order = fast
                     yield Block(ticks, in_order, path, line_no)
                     line_no += len(ticks)
                     continue
                 block, bad, reason, lines_seen = _parse_slow(
-                    chunk, layout, spec.symbol, grid, lo, hi, us, path, line_no
+                    chunk, layout, spec.symbol, grid, time_range, path=path, line_no=line_no
                 )
                 if block.ticks:
                     yield block
@@ -232,19 +232,31 @@ def _check_header(head: bytes, layout: Layout, spec: FileSpec) -> None:
         )
 
 
-def _time_unit(row: bytes, layout: Layout) -> tuple[int, int, bool]:
-    """(lowest, end, is_µs) of valid times, from the first data row's magnitude."""
+class TimeRange(NamedTuple):
+    """The valid raw times of a file: ``lo`` <= time < ``hi``, in µs when ``us``."""
+
+    lo: int
+    hi: int
+    us: bool
+
+
+_MS_TIMES = TimeRange(0, MS_END, False)
+
+
+def _time_unit(row: bytes, layout: Layout) -> TimeRange:
+    """The valid times of a file, from the first data row's magnitude."""
     fields = row.split(b",")
     text = fields[layout.time] if len(fields) > layout.time else b""
     if text.isdigit() and int(text) >= MS_END:
-        return MS_END, US_END, True
-    return 0, MS_END, False
+        return TimeRange(MS_END, US_END, True)
+    return _MS_TIMES
 
 
 def _parse_fast(
-    chunk: bytes, layout: Layout, symbol: str, grid: PriceGrid, lo: int, hi: int, us: bool
+    chunk: bytes, layout: Layout, symbol: str, grid: PriceGrid, time_range: TimeRange
 ) -> tuple[list[Tick], bool] | None:
     """Parse a chunk of well-formed rows column-wise; None sends it to :func:`_parse_slow`."""
+    lo, hi, us = time_range
     ncol = len(layout.names)
     rows = chunk.count(b"\n") + 1
     fields = chunk.replace(b"\n", b",").split(b",")
@@ -291,13 +303,13 @@ def _parse_slow(
     layout: Layout,
     symbol: str,
     grid: PriceGrid,
-    lo: int,
-    hi: int,
-    us: bool,
+    time_range: TimeRange,
+    *,
     path: str,
     line_no: int,
 ) -> tuple[Block, int | None, str, int]:
     """Row by row: (valid rows before the first bad one, its line or None, why, lines read)."""
+    lo, hi, us = time_range
     ticks: list[Tick] = []
     lines: list[int] = []
     split = chunk.split(b"\n")

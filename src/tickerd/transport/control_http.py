@@ -31,7 +31,7 @@ from aiohttp import web
 
 from ..control.errors import ControlError
 from ..control.ops import describe_ops
-from .aio import SHUTDOWN_TIMEOUT_S, Site, bearer_matches, netloc
+from .aio import SHUTDOWN_TIMEOUT_S, HttpLimits, Site, bearer_matches, netloc
 
 log = logging.getLogger("tickerd.control")
 
@@ -90,8 +90,9 @@ class ControlHTTPServer:
         app.router.add_post("/control/scenario", self._scenario)
         app.router.add_post("/control/{op:.+}", self._op)
         runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            keepalive_timeout=HttpLimits().idle_timeout,  # aiohttp's default is an hour
+        )  # fmt: skip
         await self.site.listen(runner, self.options.host, self.options.port)
 
     async def stop(self) -> None:

@@ -11,37 +11,43 @@ no faults) with its status (200 or 503) and JSON document.
 
 Bounds: aiohttp refuses request lines and header fields over 8190 bytes; no request body is
 ever read (``client_max_size`` is 1 KiB should anything try); a body left unread closes the
-connection instead of being drained (``lingering_time`` 0); idle keep-alive connections are
-closed after ``aio.KEEPALIVE_TIMEOUT_S``.
+connection instead of being drained (``lingering_time`` 0); connections are capped per IP and
+in total and idle ones closed after ``--http-idle-timeout`` (``aio.HttpLimits``).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..clock import Clock
 from ..rest import RestApi, RestReply
-from .aio import Site
+from .aio import HttpLimits, Site
 from .ws import peer_client
 
 log = logging.getLogger("tickerd.server")
 
 CLIENT_MAX_SIZE = 1024
+NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 HEALTH_PATH = "/healthz"
 
 
 @dataclass(frozen=True, slots=True)
 class RestOptions:
-    """Where the REST twins listen (port 0: any free port)."""
+    """Where the REST twins listen (port 0: any free port), their connection limits, and
+    the TLS context that makes them ``https://``."""
 
     host: str = "127.0.0.1"
     port: int = 9001
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    ssl_context: ssl.SSLContext | None = None
     sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
 
@@ -81,8 +87,12 @@ class HTTPServer:
             self.options.host,
             self.options.port,
             max_body_bytes=CLIENT_MAX_SIZE,
+            limits=self.options.limits,
+            ssl_context=self.options.ssl_context,
             sock=self.options.sock,
             wrap=self.wrap,
+            # the connection caps count a client as requests do (a PROXY source, else the peer)
+            client_of=lambda peer: self.client_of(peer, NO_HEADERS),
             backlog=1024,
         )
 

@@ -12,7 +12,9 @@ once per read (small frames copied into one buffer, large cached bodies passed b
 to ``writelines``), then a close frame if one is due. Pipelining clients thereby cost ~one
 syscall per read instead of one per reply. One sweeper task runs every connection's timers
 (:meth:`WSConnection.tick`) rather than timers per connection, and a client whose unsent
-replies exceed ``max_send_buffer_bytes`` is cut off.
+replies exceed ``max_send_buffer_bytes`` is cut off, as are the largest backlogs when all
+connections' together pass ``max_total_send_buffer_bytes`` (``budget.py``). The listening
+socket accepts through ``resources.Listener``, which answers 503 at the fd limit.
 
 Fault injection (``transport/faults.py``) replaces a connection's stage
 (:meth:`WSConnection.use_stage`) while a fault aims at it; the server only tells the
@@ -39,6 +41,7 @@ from ..errors import BinanceError, ErrorCode, connect_limited
 from ..protocol import Protocol, Session
 from ..ratelimit import AttemptCounter
 from ..wsconn import End, Limits, State, WSConnection
+from .budget import SendBudget
 from .picows_adapter import (
     WSCloseCode,
     WSFrame,
@@ -52,6 +55,7 @@ from .picows_adapter import (
     response,
     server_protocol,
 )
+from .resources import Listener, listen
 
 if TYPE_CHECKING:
     from .faults import FaultInjector
@@ -83,6 +87,7 @@ class WSOptions:
     close_timeout: float = 5.0
     connect_limit: int = weights.CONNECT_LIMIT
     ssl: ssl.SSLContext | None = None  # serve wss:// with this context
+    max_total_send_buffer_bytes: int = 64 * 1024 * 1024  # over all connections (budget.py)
     sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
 
     def limits(self) -> Limits:
@@ -196,6 +201,10 @@ class Connection(WSListener):
                 self._end(ws, c)
             return
         transport = ws.underlying_transport
+        budget = self.server.budget  # a stalled writer's bytes past the total are dropped
+        if len(c.out) > budget.room and budget.refuse(transport, len(c.out)):
+            c.discard_output()
+            return
         if c.parts:
             parts = c.parts
             if c.out:
@@ -214,7 +223,10 @@ class Connection(WSListener):
                 c.close_frame = None
                 ws.send_close(WSCloseCode(code), reason)
             self._end(ws, c)
-        if transport.get_write_buffer_size() > self.server.options.max_send_buffer_bytes:
+        size = transport.get_write_buffer_size()
+        if size:
+            budget.note(transport, size)
+        if size > self.server.options.max_send_buffer_bytes:
             log.warning("cutting off %s: it is not reading its replies", self.session.client)
             self.server.slow_readers_cut += 1
             ws.disconnect(graceful=False)
@@ -267,7 +279,8 @@ class WSServer:
         self.client_of: Callable[[Any, Any], str] = peer_client
         self.wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
         self.loop = asyncio.get_running_loop()
-        self._server: asyncio.Server | None = None
+        self.budget = SendBudget(options.max_total_send_buffer_bytes)
+        self._server: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -280,14 +293,10 @@ class WSServer:
         """Listen on ``options.host:options.port`` (TLS when ``options.ssl`` is set)."""
         o = self.options
         factory = self._make_protocol if self.wrap is None else self.wrap(self._make_protocol)
-        if o.sock is not None:
-            self._server = await self.loop.create_server(
-                factory, sock=o.sock, backlog=4096, ssl=o.ssl
-            )
-        else:
-            self._server = await self.loop.create_server(
-                factory, o.host, o.port, backlog=4096, reuse_address=True, ssl=o.ssl
-            )
+        # Our own accept loop: at the fd limit a handshake is still answered 503.
+        self._server = await listen(
+            self.loop, factory, o.host, o.port, backlog=4096, ssl_context=o.ssl, sock=o.sock
+        )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tickerd-ws-sweeper")
 
     async def stop(self, code: int = 1001) -> None:
@@ -314,6 +323,8 @@ class WSServer:
 
     def discard(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if conn.ws is not None:
+            self.budget.forget(conn.ws.underlying_transport)
         if self.faults is not None:
             self.faults.detach(conn)
 
