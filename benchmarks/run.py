@@ -6,6 +6,7 @@ Usage, from the repository root with the dev venv's Python::
     python benchmarks/run.py                        # 3 reps, 1 s warm-up + 3 s per measurement
     python benchmarks/run.py --quick                # smoke run, a minute or two (see below)
     python benchmarks/run.py --reps 5 --duration 5 --wsload /path/to/wsload
+    python benchmarks/run.py --servers naive,tickerd,uws,node-ws   # only those servers' blocks
     python benchmarks/run.py --render benchmarks/RESULTS.json   # re-write the .md, no measuring
 
 It compiles ``benchmarks/loadgen.c`` with the system gcc (-O2, into ``benchmarks/.build/``)
@@ -16,7 +17,17 @@ repetition. The report gives the per-repetition values, their median and spread 
 
 Servers: ``naive`` (benchmarks/naive_server.py: websockets + stdlib json), ``echo`` and
 ``constant`` (benchmarks/stack_servers.py: tickerd's own transport without the protocol),
-``tickerd`` (``tickerd serve --tick-rate 0``) and ``tickerd-ticking`` (``--tick-rate 1000``).
+``tickerd`` (``tickerd serve --tick-rate 0``), ``tickerd-ticking`` (``--tick-rate 1000``),
+and two peers doing the naive server's work in Node (benchmarks/peers/, single-symbol
+scenarios only): ``uws`` (uWebSockets.js) and ``node-ws`` (ws). The harness installs the
+versions benchmarks/peers/package.json pins with ``npm install --prefix
+benchmarks/.build/peers`` (skipped when they are there already) and, on a glibc older than
+2.38, makes the uWebSockets.js binary load with a compiled shim (``harness/peers.py``); the
+report states exactly what ran. A peer that cannot be installed or started is reported as
+"not measured: <why>", never as a failure of the run. single-pipelined and
+single-unpipelined give tickerd / uWebSockets.js (target >= 1.3x each) and tickerd / Node ws
+(for information) beside the other ratios. ``--servers naive,tickerd,uws`` measures only
+those servers' blocks and skips the scenarios without a server block (cluster among them).
 
 Scenarios: single-pipelined (50 conns x 20 in flight), single-unpipelined (200 x 1),
 open-loop-20k (20 000 req/s offered, latency from the intended send time), all-symbols
@@ -52,8 +63,9 @@ in time order) and reports the rows per second.
 
 Output: RESULTS.md (``--out``) and the raw results as JSON beside it (same name, ``.json``).
 The default ``--out`` is the committed ``benchmarks/RESULTS.md`` for a full run and
-``benchmarks/.build/quick/RESULTS.md`` (not committed) for ``--quick``, so a smoke run never
-replaces the published figures.
+``benchmarks/.build/quick/RESULTS.md`` (not committed) for ``--quick`` and
+``benchmarks/.build/servers/RESULTS.md`` for a ``--servers`` subset, so a smoke or partial
+run never replaces the published figures.
 Throughput targets are ratios within a repetition; latency, CPU per request, RSS and
 ticks/s targets are absolute by nature. Exit status: 0 when every measurement was made
 (whether or not it met its target), 1 when one could not be made (a server that did not
@@ -83,6 +95,7 @@ from harness.cluster_runs import cluster_figures
 from harness.config import (
     ALL_SYMBOLS,
     GEN_CPU,
+    PEER_SERVERS,
     RECORDING_EVENTS,
     ROOT,
     SCENARIOS,
@@ -91,9 +104,10 @@ from harness.config import (
     Result,
     parse_args,
 )
-from harness.loadgen import BLOCKS, Ctx, Gen
+from harness.loadgen import BLOCK_OF, BLOCKS, Ctx, Gen
 from harness.metrics import summarise, wsload_check
 from harness.micro import book_updates, on_cpu
+from harness.peers import prepare_peers
 from harness.procs import Servers, build_loadgen, raise_nofile, tickerd_has_flag, write_symbols_file
 from harness.replay_bench import replay_parse
 from harness.report import machine, render_md
@@ -112,11 +126,21 @@ def empty_rep() -> Result:
 def run_rep(ctx: Ctx, index: int) -> Result:
     """Every scenario once; the order of the server blocks rotates with ``index``."""
     rep = empty_rep()
-    k = index % len(BLOCKS)
-    order = BLOCKS[k:] + BLOCKS[:k]  # rotate, so no server always goes first
+    chosen = [BLOCK_OF[name] for name in ctx.plan.servers]
+    blocks = [b for b in BLOCKS if b in chosen]
+    k = index % len(blocks)
+    order = blocks[k:] + blocks[:k]  # rotate, so no server always goes first
     rep["order"] = [b.__name__.removeprefix("block_") for b in order]
     for block in order:
         guarded(block.__name__, functools.partial(block, ctx, rep), rep)
+    if not ctx.plan.every_server:
+        skipped = {"status": "not measured: not among --servers"}
+        server_less = ("idle-connections", "slow-reader", "book-updates", "replay-parse", "cluster")
+        for scenario in server_less:
+            rep[scenario] = dict(skipped)
+        if index == 0:
+            rep["mirror-recording"], rep["instructions"] = dict(skipped), dict(skipped)
+        return rep
     rep["idle-connections"] = guarded_result(lambda: idle_connections(ctx))
     rep["slow-reader"] = guarded_result(lambda: slow_reader(ctx))
     seconds = 0.3 if ctx.plan.quick else 1.0
@@ -171,10 +195,15 @@ def command_line(argv: list[str]) -> str:
 
 
 def prepare(plan: Plan, workdir: Path) -> Ctx:
-    """Build loadgen, write the symbols file, learn tickerd's all-symbols reply size."""
+    """Build loadgen, install the peers, write the symbols file, learn tickerd's all-symbols
+    reply size."""
     binary = build_loadgen()
+    peers = prepare_peers() if set(PEER_SERVERS) & set(plan.servers) else {}
+    for name, peer in peers.items():
+        print(f"  {name}: {peer.get('measured', peer['status'])}", file=sys.stderr, flush=True)
     symbols_file = write_symbols_file(workdir, ALL_SYMBOLS)
-    servers = Servers(workdir, symbols_file, ALL_SYMBOLS, plan.pin, tickerd_has_flag("--rest-port"))
+    rest_off = tickerd_has_flag("--rest-port")
+    servers = Servers(workdir, symbols_file, ALL_SYMBOLS, plan.pin, rest_off, peers)
     with servers.tickerd(name="tickerd-probe") as srv:
         count, body, _ = all_symbols_reply(srv.port)
     if count < 500:
@@ -225,6 +254,7 @@ def build_doc(plan: Plan, args: list[str], run: tuple[list[Result], Ctx], info: 
         "inputs": {"symbols": ALL_SYMBOLS, "body_bytes": ctx.body_bytes,
                    "min_all_len": ctx.min_all_len},
         "scenarios": SCENARIOS,
+        "peers": {n: p.get("measured", p["status"]) for n, p in ctx.servers.peers.items()},
         "summary": summarise(reps),
         "reps": reps,
     }  # fmt: skip

@@ -50,3 +50,29 @@ def test_help_names_the_outputs_and_no_internal_references() -> None:
     text = " ".join(done.stdout.split())
     assert "benchmarks/.build/quick/RESULTS.md" in text
     assert "issue" not in text.lower()
+
+
+def test_a_servers_subset_writes_beside_the_build_and_measures_only_those() -> None:
+    run = harness()
+    plan = run.parse_args(["--servers", "tickerd, uws,tickerd"])
+    assert plan.servers == ("tickerd", "uws")
+    assert not plan.every_server
+    assert plan.out == (ROOT / "benchmarks" / ".build" / "servers" / "RESULTS.md").resolve()
+    whole = run.parse_args([])
+    assert whole.every_server and {"uws", "node-ws"} <= set(whole.servers)
+    assert plan.estimate_s() < whole.estimate_s()
+    assert run.parse_args(["--servers", ",".join(reversed(whole.servers))]).out == (
+        COMMITTED.resolve()
+    )
+
+
+def test_an_unknown_server_is_bad_usage() -> None:
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--servers", "tickerd,nginx"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--servers: unknown nginx; choose from naive, echo" in done.stderr

@@ -13,6 +13,7 @@ ROOT = HERE.parent
 BUILD = HERE / ".build"
 DEFAULT_OUT = HERE / "RESULTS.md"
 QUICK_OUT = BUILD / "quick" / "RESULTS.md"  # smoke figures never overwrite the committed ones
+SUBSET_OUT = BUILD / "servers" / "RESULTS.md"  # nor do those of a --servers subset
 LOADGEN_SRC = HERE / "loadgen.c"
 HOST = "127.0.0.1"
 WS_PATH = "/ws-fapi/v1"
@@ -45,6 +46,13 @@ SCENARIOS: dict[str, str] = {
     "instructions": "callgrind: instructions per request (benchmarks/instructions.py)",
     "cluster": "one worker on Redis against one process; two workers (benchmarks/cluster.py)",
 }
+# The servers (the blocks of loadgen.py, in the order of a first repetition) and the
+# generator runs each makes; --servers picks some of them.
+SERVER_RUNS: dict[str, int] = {
+    "naive": 3, "echo": 3, "tickerd": 4, "uws": 2, "constant": 1, "node-ws": 2,
+    "tickerd-ticking": 1,
+}  # fmt: skip
+PEER_SERVERS = ("uws", "node-ws")
 # Instruction counts do not vary from one repetition to the next: counted once, in the first.
 COUNTED_ONCE = ("mirror-recording", "instructions")
 RECORDING_EVENTS = 20_000  # aggTrade events per phase of mirror-recording (--quick: 4000)
@@ -72,15 +80,26 @@ class Plan:
     nice: int
     spin_us: int
     render: Path | None
+    servers: tuple[str, ...] = tuple(SERVER_RUNS)
+
+    @property
+    def every_server(self) -> bool:
+        """Whether this is a whole run (no --servers subset): the server-less scenarios too."""
+        return set(self.servers) == set(SERVER_RUNS)
 
     def estimate_s(self) -> float:
         """A generous guess of the whole run's wall time."""
-        runs = 12 + (2 if self.wsload else 0)
+        runs = sum(SERVER_RUNS[s] for s in self.servers)
+        runs += len({"naive", "tickerd"} & set(self.servers)) if self.wsload else 0
         per_run = self.warmup + self.duration + 1.5 + (0 if self.quick else QUIET_WAIT_S / 2)
+        rep = runs * per_run + len(self.servers) * 1.5
+        install = 60 if set(PEER_SERVERS) & set(self.servers) else 0  # npm, first run only
+        if not self.every_server:
+            return 20 + install + self.reps * rep * (1.3 if self.rerun else 1.0)
         cluster = 0 if self.quick else 6 * (self.warmup + self.duration + 4) + 20
-        rep = runs * per_run + 7 * 1.5 + self.idle_conns / 1000 + 12 + cluster
+        rep += self.idle_conns / 1000 + 12 + cluster
         counted = 40 if self.quick else 60 + 900  # mirror-recording; instructions.py (full)
-        return 20 + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
+        return 20 + install + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
 
 
 def parse_args(argv: list[str], description: str | None = None) -> Plan:
@@ -96,7 +115,8 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
         type=Path,
         default=None,
         help=f"report path (default {DEFAULT_OUT.relative_to(HERE.parent)}; "
-        f"--quick: {QUICK_OUT.relative_to(HERE.parent)}); the JSON goes beside it",
+        f"--quick: {QUICK_OUT.relative_to(HERE.parent)}; a --servers subset: "
+        f"{SUBSET_OUT.relative_to(HERE.parent)}); the JSON goes beside it",
     )
     p.add_argument("--wsload", type=Path, default=None, help="external generator to cross-check")
     p.add_argument("--no-pin", action="store_true", help="do not pin to CPUs 0 and 1")
@@ -105,11 +125,22 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
     p.add_argument("--spin", type=int, default=SPIN_US, metavar="USEC",
                    help=f"loadgen -b for the single-symbol closed-loop runs (default {SPIN_US}; "
                         "0: let the generator sleep)")  # fmt: skip
+    p.add_argument("--servers", default=",".join(SERVER_RUNS), metavar="LIST",
+                   help="comma-separated servers to measure (default all: "
+                        f"{','.join(SERVER_RUNS)}); a subset skips the scenarios without a "
+                        "server block (idle-connections, slow-reader, book-updates, "
+                        "replay-parse, cluster, the callgrind counts)")  # fmt: skip
     p.add_argument("--nice", type=int, default=0,
                    help="niceness of the harness and its children (e.g. -10 on a box shared "
                         "with other work, as root; default 0)")  # fmt: skip
     a = p.parse_args(argv)
     q = bool(a.quick)
+    servers = tuple(dict.fromkeys(x.strip() for x in a.servers.split(",") if x.strip()))
+    unknown = [x for x in servers if x not in SERVER_RUNS]
+    whole = set(servers) == set(SERVER_RUNS)
+    if unknown or not servers:
+        p.error(f"--servers: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(SERVER_RUNS)}")  # fmt: skip
     plan = Plan(
         reps=a.reps if a.reps is not None else (1 if q else 3),
         duration=a.duration if a.duration is not None else (1.0 if q else 3.0),
@@ -118,12 +149,13 @@ def parse_args(argv: list[str], description: str | None = None) -> Plan:
         slow_requests=1500 if q else 6000,
         rerun=not q,
         quick=q,
-        out=(a.out if a.out is not None else QUICK_OUT if q else DEFAULT_OUT).resolve(),
+        out=(a.out or (QUICK_OUT if q else DEFAULT_OUT if whole else SUBSET_OUT)).resolve(),
         wsload=a.wsload.resolve() if a.wsload else None,
         pin=not a.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"),
         nice=a.nice,
         spin_us=a.spin,
         render=a.render,
+        servers=servers,
     )
     if plan.reps < 1 or plan.duration <= 0 or plan.warmup < 0 or plan.duration + plan.warmup > 60:
         p.error("need reps >= 1, duration > 0, warm-up >= 0 and duration + warm-up <= 60")

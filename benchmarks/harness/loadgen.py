@@ -101,7 +101,7 @@ def single_runs(ctx: Ctx, srv: Server, rep: Result, echo: bool) -> None:
     flag = (["-E"] if echo else []) + (["-b", str(ctx.plan.spin_us)] if ctx.plan.spin_us else [])
     pipelined = ctx.gen.run(srv, ["-s", SYMS, "-c", "50", "-k", "20", *flag], True)
     rep["single-pipelined"][srv.name] = pipelined
-    if ctx.plan.wsload and not echo:
+    if ctx.plan.wsload and srv.name in ("naive", "tickerd"):  # the cross-check's pair
         rep["wsload"][srv.name] = wsload_run(ctx.plan, srv)
     unpipelined = ctx.gen.run(srv, ["-s", SYMS, "-c", "200", "-k", "1", *flag], True)
     rep["single-unpipelined"][srv.name] = unpipelined
@@ -147,10 +147,50 @@ def block_ticking(ctx: Ctx, rep: Result) -> None:
         all_runs(ctx, srv, rep, "tickerd-ticking")
 
 
+def peer_runs(ctx: Ctx, rep: Result, name: str) -> None:
+    """A Node peer's single-symbol runs; one that cannot be installed or started is recorded
+    as not measured (with why) in both scenarios, not as a failure of the run."""
+    try:
+        srv = ctx.servers.peer(name)
+        srv.__enter__()
+    except (RuntimeError, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        status = why if why.startswith("not measured") else f"not measured: {why}"
+        for scenario in ("single-pipelined", "single-unpipelined"):
+            rep[scenario][name] = {"status": status}
+        return
+    try:
+        single_runs(ctx, srv, rep, echo=False)
+    finally:
+        srv.stop()
+
+
+def block_uws(ctx: Ctx, rep: Result) -> None:
+    """Node + uWebSockets.js (benchmarks/peers/uws_server.js): the single-symbol runs."""
+    peer_runs(ctx, rep, "uws")
+
+
+def block_nodews(ctx: Ctx, rep: Result) -> None:
+    """Node + ws (benchmarks/peers/ws_server.js): the single-symbol runs."""
+    peer_runs(ctx, rep, "node-ws")
+
+
 BLOCKS: list[Callable[[Ctx, Result], None]] = [
     block_naive,
     block_echo,
     block_tickerd,
+    block_uws,
     block_constant,
+    block_nodews,
     block_ticking,
 ]
+# --servers names -> blocks
+BLOCK_OF: dict[str, Callable[[Ctx, Result], None]] = {
+    "naive": block_naive,
+    "echo": block_echo,
+    "tickerd": block_tickerd,
+    "uws": block_uws,
+    "constant": block_constant,
+    "node-ws": block_nodews,
+    "tickerd-ticking": block_ticking,
+}

@@ -89,7 +89,8 @@ def idle_rss_mb(rep: Result) -> float | None:
 def slow_growth_mb(rep: Result) -> float | None:
     """tickerd's RSS growth under the slow reader, in MB."""
     r = rep.get("slow-reader", {})
-    return None if "failed" in r else float(r["growth_kb"]) / 1024
+    growth = r.get("growth_kb")
+    return None if "failed" in r or not isinstance(growth, (int, float)) else growth / 1024
 
 
 def slow_cut_s(rep: Result) -> float | None:
@@ -117,6 +118,7 @@ class Metric:
     fmt: str  # "x" ratio, "us", "mb", "rate", "cpu", "s", "ms", "instr" (a count)
     target: tuple[str, float] | None = None  # (">=" | "<=" | "<", bound)
     saturation: tuple[str, tuple[str, ...]] | None = None  # scenario, servers
+    servers: tuple[str, ...] = ()  # a server reported "not measured" makes the row so too
 
 
 def metrics() -> list[Metric]:
@@ -125,15 +127,22 @@ def metrics() -> list[Metric]:
     mr, ins = "mirror-recording", "instructions"
     fc, cl = "tickerd-faults-cleared", "cluster"
     trio = ("naive", "echo", "tickerd")
+    uws, nws = ("tickerd", "uws"), ("tickerd", "node-ws")
     four = ("naive", "constant", "tickerd", "tickerd-ticking")
     return [
         Metric(s1, "tickerd / naive", rps_ratio(s1, "tickerd", "naive"), "x", (">=", 7.0), (s1, trio)),
         Metric(s1, "tickerd / echo", rps_ratio(s1, "tickerd", "echo"), "x", None, (s1, trio)),
         Metric(s1, "tickerd / naive per server CPU-s", per_cpu_ratio(s1, "tickerd", "naive"), "x"),
         Metric(s1, "tickerd req/s", lg_field(s1, "tickerd", "rps"), "rate"),
+        Metric(s1, "tickerd / uWebSockets.js", rps_ratio(s1, *uws), "x", (">=", 1.3), (s1, uws), uws),
+        Metric(s1, "tickerd / Node ws", rps_ratio(s1, *nws), "x", None, (s1, nws), nws),
+        Metric(s1, "tickerd / uWebSockets.js per server CPU-s", per_cpu_ratio(s1, *uws), "x", servers=uws),
         Metric(s2, "tickerd / naive", rps_ratio(s2, "tickerd", "naive"), "x", (">=", 2.5), (s2, trio)),
         Metric(s2, "tickerd / echo", rps_ratio(s2, "tickerd", "echo"), "x", None, (s2, trio)),
         Metric(s2, "tickerd / naive per server CPU-s", per_cpu_ratio(s2, "tickerd", "naive"), "x"),
+        Metric(s2, "tickerd / uWebSockets.js", rps_ratio(s2, *uws), "x", (">=", 1.3), (s2, uws), uws),
+        Metric(s2, "tickerd / Node ws", rps_ratio(s2, *nws), "x", None, (s2, nws), nws),
+        Metric(s2, "tickerd / uWebSockets.js per server CPU-s", per_cpu_ratio(s2, *uws), "x", servers=uws),
         Metric(s3, "p50 latency", lg_field(s3, "tickerd", "p50_us"), "us"),
         Metric(s3, "p99 latency", lg_field(s3, "tickerd", "p99_us"), "us", ("<=", 150)),
         Metric(s3, "p99.9 latency", lg_field(s3, "tickerd", "p999_us"), "us"),
@@ -215,6 +224,18 @@ def not_measured(reps: list[Result], scenario: str) -> bool:
     )
 
 
+def server_not_measured(reps: list[Result], scenario: str, servers: tuple[str, ...]) -> bool:
+    """Whether, in every repetition, one of ``servers`` says it could not be measured (a peer
+    that could not be installed or started)."""
+    return bool(servers) and all(
+        any(
+            str(rep.get(scenario, {}).get(s, {}).get("status", "")).startswith("not measured")
+            for s in servers
+        )
+        for rep in reps
+    )
+
+
 def summarise(reps: list[Result]) -> list[Result]:
     """The headline rows: per-repetition values, median, spread and verdict."""
     rows = []
@@ -224,8 +245,9 @@ def summarise(reps: list[Result]) -> list[Result]:
         median = statistics.median(got) if got else None
         if m.target is None:
             verdict = "info"
-        elif median is None and not_measured(
-            reps[:1] if m.scenario in COUNTED_ONCE else reps, m.scenario
+        elif median is None and (
+            not_measured(reps[:1] if m.scenario in COUNTED_ONCE else reps, m.scenario)
+            or server_not_measured(reps, m.scenario, m.servers)
         ):
             verdict = "not measured"
         elif median is None:

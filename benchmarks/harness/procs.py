@@ -185,6 +185,7 @@ class Server:
     port: int = 0
     symbols: int = 0
     log: Path = field(default_factory=Path)
+    env: dict[str, str] = field(default_factory=dict)
 
     def __enter__(self) -> Self:
         self.log = self.workdir / f"{self.name}.{time.monotonic_ns()}.log"
@@ -195,7 +196,7 @@ class Server:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 # The harness runs no threads, so a preexec function is safe here.
                 preexec_fn=child_setup(SERVER_CPU if self.pin else None),  # noqa: PLW1509
                 start_new_session=True,
@@ -262,6 +263,7 @@ class Servers:
     symbols: int
     pin: bool
     rest_off: bool
+    peers: dict[str, Result] = field(default_factory=dict)  # harness.peers.prepare_peers()
 
     def naive(self) -> Server:
         """The naive server (websockets + stdlib json)."""
@@ -283,3 +285,13 @@ class Servers:
                 "--tick-rate", str(tick_rate), "--symbols-file", str(self.symbols_file),
                 *(["--rest-port", "-1"] if self.rest_off else []), *extra]  # fmt: skip
         return Server(name, argv, TICKERD_READY, self.workdir, self.pin)
+
+    def peer(self, name: str) -> Server:
+        """A Node peer (benchmarks/peers/) doing the naive server's work; RuntimeError if
+        it could not be installed or loaded (its status says why)."""
+        peer = self.peers.get(name, {"status": "not measured: not prepared"})
+        if peer["status"] != "ready":
+            raise RuntimeError(peer["status"])
+        argv = [*peer["argv"], "--host", HOST, "--port", "0",
+                "--weight-limit", "1000000000", "--symbols", str(self.symbols)]  # fmt: skip
+        return Server(name, argv, READY_LINE, self.workdir, self.pin, env=peer["env"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import SATURATED, SCENARIOS, Result
 from .metrics import fmt, ok, wsload_check
+from .peers import LABELS
 
 # -- the report ------------------------------------------------------------------------------
 
@@ -95,6 +96,8 @@ def lg_row(rep_no: int, server: str, r: Result | None, saturating: bool) -> str:
     """One loadgen result as a details table row."""
     if not r:
         return f"| {rep_no} | {server} | not run | | | | | | | |"
+    if str(r.get("status", "")).startswith("not measured"):
+        return f"| {rep_no} | {server} | {r['status']} | | | | | | | |"
     if not ok(r):
         return f"| {rep_no} | {server} | failed: {r.get('failed', '?')} | | | | | | | |"
     rerun = r.get("rerun_after")
@@ -115,9 +118,11 @@ def md_loadgen(reps: list[Result], scenario: str, servers: list[str]) -> list[st
         "| rep | server | req/s | srv_cpu | gen_cpu | cpu0 other | p50 µs | p99 µs | syscalls/resp | note |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    # a server of no repetition (not among --servers) gets no rows
+    shown = [s for s in servers if any(s in rep.get(scenario, {}) for rep in reps)] or servers
     for i, rep in enumerate(reps, 1):
         saturating = scenario != "open-loop-20k"  # an offered rate is meant to leave headroom
-        out += [lg_row(i, s, rep.get(scenario, {}).get(s), saturating) for s in servers]
+        out += [lg_row(i, s, rep.get(scenario, {}).get(s), saturating) for s in shown]
     return out
 
 
@@ -169,8 +174,8 @@ def wsload_verdict(reps: list[Result]) -> str:
 
 
 DETAILS: list[tuple[str, str, list[str]]] = [
-    ("single-pipelined", "loadgen", ["naive", "echo", "tickerd"]),
-    ("single-unpipelined", "loadgen", ["naive", "echo", "tickerd"]),
+    ("single-pipelined", "loadgen", ["naive", "echo", "tickerd", "uws", "node-ws"]),
+    ("single-unpipelined", "loadgen", ["naive", "echo", "tickerd", "uws", "node-ws"]),
     ("open-loop-20k", "loadgen", ["tickerd", "echo"]),
     ("all-symbols", "loadgen", ["naive", "constant", "tickerd", "tickerd-ticking"]),
     ("idle-connections", "records",
@@ -274,6 +279,11 @@ def md_open_loop(reps: list[Result]) -> str:
     return "; ".join(parts) or "no data"
 
 
+def md_peers(peers: dict[str, str]) -> list[str]:
+    """What each Node peer ran as (or why it was not measured), as report lines."""
+    return [f"- Peer `{name}` ({LABELS.get(name, name)}): {how}" for name, how in peers.items()]
+
+
 def render_md(doc: Result) -> str:
     """The whole Markdown report of a run's document."""
     m, p = doc["machine"], doc["plan"]
@@ -289,6 +299,7 @@ def render_md(doc: Result) -> str:
         f"- Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, "
         + f"Python {m['python']}, {m['gcc']}",
         f"- Packages: {pk}",
+        *md_peers(doc.get("peers", {})),
         "- Generator: loadgen (benchmarks/loadgen.c, gcc -O2), UUID-shaped request ids; "
         + (
             f"single-symbol closed-loop runs with `-b {p['spin_us']}` (polls before sleeping)"
