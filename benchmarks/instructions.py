@@ -13,7 +13,8 @@ to judge a hot-path change: run it before and after, on the same machine.
 Each server (``tickerd serve --tick-rate 0``, ``benchmarks/stack_servers.py echo``, the
 transport with no protocol, and ``tickerd-faults-cleared``: tickerd with its control plane,
 where a latency fault was armed and cleared before counting, so its ratio to ``tickerd``
-is what a fault leaves behind on the frame path) runs under ``valgrind --tool=callgrind`` with a fixed
+is what a fault leaves behind on the frame path; ``tickerd-ops-off``: ``--ops-port -1``,
+where every other tickerd has its ops surface on) runs under ``valgrind --tool=callgrind`` with a fixed
 ``PYTHONHASHSEED``. The client here opens every connection and warms the server up first,
 then zeroes callgrind's counters (``callgrind_control -z``), sends exactly ``--requests``
 ``ticker.price`` requests, verifies every reply (its id, ``"status":200`` for tickerd), and
@@ -46,8 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180.0  # a Python start-up under valgrind is ~50x slower than native
 IO_TIMEOUT_S = 60.0
 SYMBOLS = (b"BTCUSDT", b"ETHUSDT", b"SOLUSDT", b"XRPUSDT")
-# tickerd as benchmarked, the transport alone, and tickerd after a fault was armed and cleared.
-SERVERS = ("tickerd", "echo", "tickerd-faults-cleared")
+# tickerd as benchmarked (its ops surface on), the transport alone, tickerd after a fault was
+# armed and cleared, and tickerd with the ops surface off.
+SERVERS = ("tickerd", "echo", "tickerd-faults-cleared", "tickerd-ops-off")
 CONTROL_TOKEN = "instructions-benchmark"  # the control plane listens on loopback only
 
 
@@ -64,7 +66,8 @@ def server_argv(kind: str, port: int, side_port: int) -> list[str]:
                 "--port", str(port)]  # fmt: skip
     argv = [sys.executable, "-m", "tickerd", "serve", "--port", str(port), "--rest-port", "-1",
             "--tick-rate", "0", "--weight-limit", "1000000000", "--connect-limit", "0",
-            "--log-level", "WARNING"]  # fmt: skip
+            "--log-level", "WARNING",
+            "--ops-port", "-1" if kind == "tickerd-ops-off" else "0"]  # fmt: skip
     if kind == "tickerd-faults-cleared":
         argv += ["--control-port", str(side_port)]
     return argv

@@ -28,6 +28,7 @@ SETTINGS_READERS = frozenset(
         "tickerd.feeds",
         "tickerd.testing",
         "tickerd.validation",  # reads flags and variables into Settings
+        "tickerd.wiring",  # the settings turned into the WebSocket API port's options
     }
 )
 

@@ -50,7 +50,7 @@ SCENARIOS: dict[str, str] = {
 # generator runs each makes; --servers picks some of them.
 SERVER_RUNS: dict[str, int] = {
     "naive": 3, "echo": 3, "tickerd": 4, "uws": 2, "constant": 1, "node-ws": 2,
-    "tickerd-ticking": 1,
+    "tickerd-ticking": 1, "tickerd-ops-off": 1,
 }  # fmt: skip
 PEER_SERVERS = ("uws", "node-ws")
 # Instruction counts do not vary from one repetition to the next: counted once, in the first.
@@ -98,7 +98,9 @@ class Plan:
             return 20 + install + self.reps * rep * (1.3 if self.rerun else 1.0)
         cluster = 0 if self.quick else 6 * (self.warmup + self.duration + 4) + 20
         rep += self.idle_conns / 1000 + 12 + cluster
-        counted = 40 if self.quick else 60 + 900  # mirror-recording; instructions.py (full)
+        counted = (
+            40 if self.quick else 60 + 1200
+        )  # mirror-recording; instructions.py (full: 4 servers)
         return 20 + install + counted + self.reps * rep * (1.3 if self.rerun else 1.0)
 
 

@@ -147,6 +147,14 @@ def block_ticking(ctx: Ctx, rep: Result) -> None:
         all_runs(ctx, srv, rep, "tickerd-ticking")
 
 
+def block_ops_off(ctx: Ctx, rep: Result) -> None:
+    """tickerd with its ops surface off: the pipelined run, against ``tickerd`` (on)."""
+    with ctx.servers.tickerd(0, "--ops-port", "-1", name="tickerd-ops-off") as srv:
+        spin = ["-b", str(ctx.plan.spin_us)] if ctx.plan.spin_us else []
+        pipelined = ctx.gen.run(srv, ["-s", SYMS, "-c", "50", "-k", "20", *spin], True)
+        rep["single-pipelined"][srv.name] = pipelined
+
+
 def peer_runs(ctx: Ctx, rep: Result, name: str) -> None:
     """A Node peer's single-symbol runs; one that cannot be installed or started is recorded
     as not measured (with why) in both scenarios, not as a failure of the run."""
@@ -183,6 +191,7 @@ BLOCKS: list[Callable[[Ctx, Result], None]] = [
     block_constant,
     block_nodews,
     block_ticking,
+    block_ops_off,
 ]
 # --servers names -> blocks
 BLOCK_OF: dict[str, Callable[[Ctx, Result], None]] = {
@@ -193,4 +202,5 @@ BLOCK_OF: dict[str, Callable[[Ctx, Result], None]] = {
     "constant": block_constant,
     "node-ws": block_nodews,
     "tickerd-ticking": block_ticking,
+    "tickerd-ops-off": block_ops_off,
 }

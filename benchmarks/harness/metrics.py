@@ -121,12 +121,24 @@ class Metric:
     servers: tuple[str, ...] = ()  # a server reported "not measured" makes the row so too
 
 
+def ops_on_off(phase: str) -> Callable[[Result], float | None]:
+    """tickerd's instructions per request with the ops surface on over those with it off."""
+    off = field_of("instructions", f"tickerd-ops-off_ratio_{phase}")  # off / on
+
+    def value(rep: Result) -> float | None:
+        ratio = off(rep)
+        return None if not ratio else round(1 / ratio, 4)
+
+    return value
+
+
 def metrics() -> list[Metric]:
     """Every headline row, in report order."""
     s1, s2, s3, s4 = "single-pipelined", "single-unpipelined", "open-loop-20k", "all-symbols"
     mr, ins = "mirror-recording", "instructions"
     fc, cl = "tickerd-faults-cleared", "cluster"
     trio = ("naive", "echo", "tickerd")
+    ops = ("tickerd", "tickerd-ops-off")
     uws, nws = ("tickerd", "uws"), ("tickerd", "node-ws")
     four = ("naive", "constant", "tickerd", "tickerd-ticking")
     return [
@@ -134,6 +146,7 @@ def metrics() -> list[Metric]:
         Metric(s1, "tickerd / echo", rps_ratio(s1, "tickerd", "echo"), "x", None, (s1, trio)),
         Metric(s1, "tickerd / naive per server CPU-s", per_cpu_ratio(s1, "tickerd", "naive"), "x"),
         Metric(s1, "tickerd req/s", lg_field(s1, "tickerd", "rps"), "rate"),
+        Metric(s1, "ops surface on / off", rps_ratio(s1, *ops), "x", (">=", 0.97), (s1, ops)),
         Metric(s1, "tickerd / uWebSockets.js", rps_ratio(s1, *uws), "x", (">=", 1.3), (s1, uws), uws),
         Metric(s1, "tickerd / Node ws", rps_ratio(s1, *nws), "x", None, (s1, nws), nws),
         Metric(s1, "tickerd / uWebSockets.js per server CPU-s", per_cpu_ratio(s1, *uws), "x", servers=uws),
@@ -174,6 +187,8 @@ def metrics() -> list[Metric]:
         Metric(ins, "tickerd per request, unpipelined", field_of(ins, "tickerd_unpipelined"), "instr"),
         Metric(ins, "echo per request, pipelined", field_of(ins, "echo_pipelined"), "instr"),
         Metric(ins, "echo per request, unpipelined", field_of(ins, "echo_unpipelined"), "instr"),
+        Metric(ins, "ops surface on / off, pipelined", ops_on_off("pipelined"), "x", ("<=", 1.03)),
+        Metric(ins, "ops surface on / off, unpipelined", ops_on_off("unpipelined"), "x", ("<=", 1.03)),
         Metric(ins, "fault armed then cleared / never armed, pipelined", field_of(ins, f"{fc}_ratio_pipelined"), "x", ("<=", 1.01)),
         Metric(ins, "fault armed then cleared / never armed, unpipelined", field_of(ins, f"{fc}_ratio_unpipelined"), "x", ("<=", 1.01)),
     ]  # fmt: skip

@@ -279,10 +279,12 @@ class Servers:
         return Server(kind, argv, READY_LINE, self.workdir, self.pin)
 
     def tickerd(self, tick_rate: int = 0, *extra: str, name: str = "tickerd") -> Server:
-        """``tickerd serve`` on the run's symbols file."""
+        """``tickerd serve`` on the run's symbols file, its ops surface on (a free port);
+        ``extra`` flags come last (``--ops-port -1`` turns it off)."""
         argv = [sys.executable, "-m", "tickerd", "serve", "--host", HOST, "--port", "0",
                 "--weight-limit", "1000000000", "--connect-limit", "0",
                 "--tick-rate", str(tick_rate), "--symbols-file", str(self.symbols_file),
+                "--ops-port", "0",
                 *(["--rest-port", "-1"] if self.rest_off else []), *extra]  # fmt: skip
         return Server(name, argv, TICKERD_READY, self.workdir, self.pin)
 

@@ -174,7 +174,7 @@ def wsload_verdict(reps: list[Result]) -> str:
 
 
 DETAILS: list[tuple[str, str, list[str]]] = [
-    ("single-pipelined", "loadgen", ["naive", "echo", "tickerd", "uws", "node-ws"]),
+    ("single-pipelined", "loadgen", ["naive", "echo", "tickerd", "tickerd-ops-off", "uws", "node-ws"]),
     ("single-unpipelined", "loadgen", ["naive", "echo", "tickerd", "uws", "node-ws"]),
     ("open-loop-20k", "loadgen", ["tickerd", "echo"]),
     ("all-symbols", "loadgen", ["naive", "constant", "tickerd", "tickerd-ticking"]),

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,6 @@ from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
-from .streams.hub import StreamHub
-from .streams.session import StreamLimits
 from .symbols import SymbolUniverse
 from .tls import TLSFiles
 from .transport.aio import HttpLimits, netloc
@@ -40,9 +37,9 @@ from .transport.control_http import ControlHTTPServer, ControlOptions
 from .transport.http import HTTPServer, RestOptions
 from .transport.resources import fd_warning, soft_fd_limit
 from .transport.streams import StreamGate
-from .transport.ws import WSOptions, WSServer
+from .transport.ws import WSServer
 from .validation import check_settings
-from .wsconn import Limits
+from .wiring import stream_gate, ws_options
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -414,42 +411,3 @@ def _client_resolver(settings: Settings) -> ClientResolver | None:
         return ClientResolver(TrustedProxies(parse_networks(settings.trusted_proxy)))
     except ValueError as exc:
         raise TickerdError(str(exc)) from None
-
-
-def ws_options(
-    settings: Settings, sock: Any = None, tls: ssl.SSLContext | None = None
-) -> WSOptions:
-    """The WebSocket API server's options, from the settings (``sock``: a listening
-    socket handed over by a supervisor; ``tls``: serve wss://)."""
-    s = settings
-    return WSOptions(
-        sock=sock,
-        host=s.host,
-        port=s.port,
-        path=s.path,
-        max_connections=s.max_connections,
-        max_message_bytes=s.max_message_bytes,
-        max_send_buffer_bytes=s.max_send_buffer_bytes,
-        ping_interval=s.ping_interval,
-        pong_timeout=s.pong_timeout,
-        max_lifetime=s.max_lifetime,
-        handshake_timeout=s.handshake_timeout,
-        close_timeout=s.close_timeout,
-        connect_limit=s.connect_limit,
-        ssl=tls,
-        max_total_send_buffer_bytes=s.max_total_send_buffer_bytes,
-    )
-
-
-def stream_gate(settings: Settings, book: PriceBook, clock: Clock) -> StreamGate:
-    """The market streams of the WebSocket API port, from the settings."""
-    s = settings
-    limits = Limits(
-        s.max_message_bytes,
-        s.stream_ping_interval,
-        s.stream_pong_timeout,
-        s.stream_max_lifetime,
-        s.close_timeout,
-    )
-    bounds = StreamLimits(s.stream_max_streams, s.stream_messages_per_s)
-    return StreamGate(StreamHub(book), clock, bounds, limits)

@@ -1,0 +1,60 @@
+"""The settings turned into the options of the WebSocket API port's servers.
+
+Part of the wiring (with :mod:`tickerd.app`): the transports take their own option objects
+and never read :class:`~tickerd.config.Settings`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from .book import PriceBook
+from .clock import Clock
+from .config import Settings
+from .streams.hub import StreamHub
+from .streams.session import StreamLimits
+from .transport.streams import StreamGate
+from .transport.ws import WSOptions
+from .wsconn import Limits
+
+__all__ = ["stream_gate", "ws_options"]
+
+
+def ws_options(
+    settings: Settings, sock: Any = None, tls: ssl.SSLContext | None = None
+) -> WSOptions:
+    """The WebSocket API server's options, from the settings (``sock``: a listening
+    socket handed over by a supervisor; ``tls``: serve wss://)."""
+    s = settings
+    return WSOptions(
+        sock=sock,
+        host=s.host,
+        port=s.port,
+        path=s.path,
+        max_connections=s.max_connections,
+        max_message_bytes=s.max_message_bytes,
+        max_send_buffer_bytes=s.max_send_buffer_bytes,
+        ping_interval=s.ping_interval,
+        pong_timeout=s.pong_timeout,
+        max_lifetime=s.max_lifetime,
+        handshake_timeout=s.handshake_timeout,
+        close_timeout=s.close_timeout,
+        connect_limit=s.connect_limit,
+        ssl=tls,
+        max_total_send_buffer_bytes=s.max_total_send_buffer_bytes,
+    )
+
+
+def stream_gate(settings: Settings, book: PriceBook, clock: Clock) -> StreamGate:
+    """The market streams of the WebSocket API port, from the settings."""
+    s = settings
+    limits = Limits(
+        s.max_message_bytes,
+        s.stream_ping_interval,
+        s.stream_pong_timeout,
+        s.stream_max_lifetime,
+        s.close_timeout,
+    )
+    bounds = StreamLimits(s.stream_max_streams, s.stream_messages_per_s)
+    return StreamGate(StreamHub(book), clock, bounds, limits)
