@@ -83,7 +83,7 @@ class Server:
     def __init__(self, args: list[str], workers: int = 1) -> None:
         cmd = ["taskset", "-c", "0", sys.executable, "-m", "tickerd", "serve",
                "--port", "0", "--rest-port", "0", "--weight-limit", "1000000000",
-               "--connect-limit", "0", *args]  # fmt: skip
+               "--connect-limit", "0", "--ops-port", "-1", *args]  # fmt: skip
         if workers > 1:
             cmd += ["--workers", str(workers)]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

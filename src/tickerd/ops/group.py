@@ -34,11 +34,11 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..loop import run
-from ..transport.aio import SHUTDOWN_TIMEOUT_S, HttpLimits, Site, netloc
+from ..transport.aio import Site, netloc
 from .live import LiveChannel, PriceRow
 from .merge import WorkerView, merge_metrics, merge_prices, merge_requests, merge_status
 from .status import MAX_LISTED
-from .surface import json_response, page_response, static_pages, top_of
+from .surface import json_response, ops_runner, page_response, static_pages, top_of
 
 log = logging.getLogger("tickerd.ops")
 
@@ -170,20 +170,13 @@ class GroupSurface:
 
     async def start(self) -> None:
         """Listen on the socket the supervisor bound."""
-        app = web.Application(client_max_size=1024)
-        app.router.add_get("/", self._root)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/dashboard/live", self.live.handle)
-        for path in self._pages:
-            app.router.add_get(path, self._page)
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            keepalive_timeout=HttpLimits().idle_timeout,  # idle sockets closed as on REST
-        )
+        routes = {
+            "/": self._root,
+            "/metrics": self._metrics,
+            "/status": self._status,
+            "/dashboard/live": self.live.handle,
+        }
+        runner = ops_runner(routes, self._pages, self._page)
         await self.site.listen(runner, self.host, 0, sock=self.sock)
         log.info("tickerd ops ready: %s (%d workers)", self.url, len(self.paths))
 

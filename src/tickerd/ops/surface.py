@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from .live import LiveChannel, PriceRow
 from .metrics import registry
 from .status import DEFAULT_TOP, MAX_LISTED, status
 from .tracker import FeedTracker
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from ..app import Service
@@ -83,6 +86,23 @@ def top_of(request: web.Request) -> int | None:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LISTED):
         return None
     return int(raw)
+
+
+def ops_runner(routes: Mapping[str, Handler], pages: Iterable[str], page: Handler) -> web.AppRunner:
+    """The ops port's aiohttp runner: ``routes`` and the dashboard's ``pages`` (served by
+    ``page``), small request bodies, no access log, idle sockets closed as on REST."""
+    app = web.Application(client_max_size=1024)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    for path in pages:
+        app.router.add_get(path, page)
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        keepalive_timeout=HttpLimits().idle_timeout,
+    )
 
 
 def static_pages() -> dict[str, tuple[bytes, str]]:
@@ -152,22 +172,15 @@ class OpsSurface:
         if o.port < 0 and o.path is None:
             return
         self._registry = registry(self.service, self.tracker)
-        app = web.Application(client_max_size=1024)
-        app.router.add_get("/", self._root)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/dashboard/live", self.live.handle)
-        for path in self._pages:
-            app.router.add_get(path, self._page)
+        routes: dict[str, Handler] = {
+            "/": self._root,
+            "/metrics": self._metrics,
+            "/status": self._status,
+            "/dashboard/live": self.live.handle,
+        }
         if o.path is not None:
-            app.router.add_get("/group", self._group)
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            keepalive_timeout=HttpLimits().idle_timeout,  # idle sockets closed as on REST
-        )
+            routes["/group"] = self._group
+        runner = ops_runner(routes, self._pages, self._page)
         if o.path is not None:
             await runner.setup()
             await web.UnixSite(runner, o.path).start()
