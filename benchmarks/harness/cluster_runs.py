@@ -52,5 +52,5 @@ def cluster_figures(work: Path, duration: float, quick: bool) -> Result:
         if workers
         else None,
         "workers_rps": round(sum(w["rps"] for w in fig["workers"])),
-        "staleness_p99_ms": fig["staleness"]["p99_ms"],
+        "staleness_p99_ms": round(fig["staleness"]["p99_ms"], 2),
     }
