@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from cluster_procs import Node, needs_redis, node, redis_server, sources_for, wait_for
 from tickerd.cluster.reuseport import pin_index
 from tickerd.ops import group
-from tickerd.ops.merge import WorkerView, merge_metrics, merge_prices, merge_status
+from tickerd.ops.merge import CounterCarry, WorkerView, merge_metrics, merge_prices, merge_status
 from tickerd.ops.status import MAX_LISTED
 from tickerd.weights import WS_HANDSHAKE_WEIGHT
 
@@ -142,12 +143,15 @@ def test_a_worker_that_does_not_answer_is_shown_down() -> None:
         n.wait_healthy([a, b])
         url = ops_url(n)
         assert n.get(PRICE, a)[0] == 200 and n.get(PRICE, b)[0] == 200
+        assert value(scrape(url), *REST_200) == 2
         pids = {int(i): int(p) for i, p in _PID.findall(n.text())}
         stopped = pin_index(b, 2)
         os.kill(pids[stopped], signal.SIGSTOP)  # accepts (the kernel does), never answers
         try:
             doc = status(url)
             metrics = scrape(url)
+            assert n.get(PRICE, a)[0] == 200
+            later = scrape(url)
         finally:
             os.kill(pids[stopped], signal.SIGCONT)
         workers = {w["worker"]: w for w in doc["workers"]}
@@ -158,9 +162,31 @@ def test_a_worker_that_does_not_answer_is_shown_down() -> None:
         assert [c["ip"] for c in doc["clients"]] == [a]
         assert value(metrics, "tickerd_worker_up", {"worker": str(stopped)}) == 0
         assert value(metrics, "tickerd_worker_up", {"worker": str(1 - stopped)}) == 1
-        assert value(metrics, *REST_200) == 1  # the answering worker's only
-        # Once it runs again, it is back in the sums.
-        wait_for(lambda: value(scrape(url), *REST_200) == 2, 30, "both workers counted again")
+        # The silent worker's counters stay in the sums at what it last answered (a drop
+        # would be a counter reset to Prometheus); the answering worker's move on.
+        assert value(metrics, *REST_200) == 2
+        assert value(later, *REST_200) == 3
+        assert n.get(PRICE, b)[0] == 200
+        wait_for(lambda: value(scrape(url), *REST_200) == 4, 30, "both workers counted again")
+
+
+def test_a_restarted_workers_old_totals_stay_in_the_group_counters() -> None:
+    (a,), (b,) = sources_for(2)
+    with node(["--tick-rate", "5", "--ops-port", "0"]) as n:
+        n.wait_healthy([a, b])
+        url = ops_url(n)
+        killed = pin_index(b, 2)
+        source = (a, b)[killed == pin_index(b, 2)]
+        for _ in range(3):
+            assert n.get(PRICE, source)[0] == 200
+        assert value(scrape(url), *REST_200) == 3
+        pids = {int(i): int(p) for i, p in _PID.findall(n.text())}
+        os.kill(pids[killed], signal.SIGKILL)
+        wait_for(lambda: len(_PID.findall(n.text())) == 3, 30, "the worker restarted")
+        n.wait_healthy([a, b])
+        assert value(scrape(url), *REST_200) == 3  # the new process starts from zero
+        assert n.get(PRICE, source)[0] == 200
+        assert value(scrape(url), *REST_200) == 4
 
 
 def test_the_dashboard_channel_reads_the_merged_view() -> None:
@@ -287,8 +313,6 @@ def _view(index: int, **figures: float) -> WorkerView:
 
 
 def _render(views: list[WorkerView], shared: bool = False) -> dict[Any, float]:
-    from prometheus_client import CollectorRegistry, generate_latest
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(group._Merged(merge_metrics(views, shared=shared)))
     return samples(generate_latest(registry).decode())
@@ -313,6 +337,32 @@ def test_metrics_add_up_sample_by_sample_and_combine_the_rest() -> None:
     assert [value(got, "tickerd_worker_up", {"worker": w}) for w in "012"] == [1, 1, 0]
     # With --redis every worker knows every (announced) ban.
     assert value(_render(views, shared=True), "tickerd_bans_active") == 1
+
+
+def test_the_counter_carry_keeps_group_totals_from_going_down() -> None:
+    carry = CounterCarry()
+    fig = {"conns": 1, "bans": 0, "age": 0.5, "b1": 1, "b2": 2, "s": 0.25}
+
+    def scrape_of(*views: WorkerView) -> dict[Any, float]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(group._Merged(merge_metrics(list(views), carry=carry)))
+        return samples(generate_latest(registry).decode())
+
+    got = scrape_of(_view(0, req=4, start=100, **fig), _view(1, req=5, start=90, **fig))
+    assert value(got, *WS_200) == 9 and value(got, "tickerd_ws_connections_open") == 2
+    # Worker 1 silent: its totals stay, its gauges leave.
+    got = scrape_of(_view(0, req=6, start=100, **fig), WorkerView(1, None, "no answer"))
+    assert value(got, *WS_200) == 11 and value(got, "tickerd_ws_connections_open") == 1
+    assert value(got, "tickerd_ws_reply_latency_seconds_count") == 4
+    # Worker 1 restarted (a new start time) and counting from zero: 5 carried.
+    got = scrape_of(_view(0, req=6, start=100, **fig), _view(1, req=1, start=95, **fig))
+    assert value(got, *WS_200) == 12
+    assert value(got, "tickerd_ws_reply_latency_seconds_bucket", {"le": "+Inf"}) == 6
+    assert value(got, "tickerd_ws_reply_latency_seconds_sum") == 0.75
+    got = scrape_of(_view(0, req=6, start=100, **fig), _view(1, req=3, start=95, **fig))
+    assert value(got, *WS_200) == 14
+    # Without a carry the merge is of the answers only.
+    assert value(_render([_view(1, req=3, start=95, **fig)]), *WS_200) == 3
 
 
 def _status_doc(now: int, clients: list[tuple[str, int]], bans: list[tuple[str, int]]) -> dict:

@@ -36,7 +36,14 @@ from prometheus_client.registry import Collector
 from ..loop import run
 from ..transport.aio import Site, netloc
 from .live import LiveChannel, PriceRow
-from .merge import WorkerView, merge_metrics, merge_prices, merge_requests, merge_status
+from .merge import (
+    CounterCarry,
+    WorkerView,
+    merge_metrics,
+    merge_prices,
+    merge_requests,
+    merge_status,
+)
 from .status import MAX_LISTED
 from .surface import json_response, ops_runner, page_response, static_pages, top_of
 
@@ -99,6 +106,8 @@ class GroupSurface:
         self.timeout = timeout
         self.started = time.monotonic()
         self.live = LiveChannel(self._view)
+        self.carry = CounterCarry()
+        self._scrape = asyncio.Lock()  # scrapes read and update ``carry`` one at a time
         self.site = Site()
         self._pages = static_pages()
 
@@ -147,9 +156,11 @@ class GroupSurface:
         raise web.HTTPFound("/dashboard")
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        views = await self.views(1)
+        async with self._scrape:
+            views = await self.views(1)
+            merged = merge_metrics(views, shared=self.shared, carry=self.carry)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Merged(merge_metrics(views, shared=self.shared)))
+        registry.register(_Merged(merged))
         return web.Response(
             body=generate_latest(registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},

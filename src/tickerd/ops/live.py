@@ -92,7 +92,8 @@ class LiveChannel:
         now = time.monotonic()
         rate = 0.0
         if self._last is not None and now > self._last[0]:
-            rate = (total - self._last[1]) / (now - self._last[0])
+            # max: the total dips while a worker of a group is down or restarting.
+            rate = max(0.0, (total - self._last[1]) / (now - self._last[0]))
         self._last = (now, total)
         doc["requests_per_s"] = round(rate, 1)
         doc["requests_total"] = total

@@ -19,7 +19,11 @@ and merges them here.
   names its ``worker``. Lists stay bounded: clients and IPs to ``top``, bans and faults to
   :data:`~tickerd.ops.status.MAX_LISTED`, prices too.
 * A worker that did not answer within its fetch timeout is listed as ``down`` with the
-  reason, and its figures are missing from the sums until it answers again.
+  reason. Its gauges leave the sums; its counters stay in them at the values it last
+  answered, and when a restarted worker (a new ``process_start_time_seconds``) starts
+  again from zero, the old process's totals are carried into its new ones
+  (:class:`CounterCarry`), so a group counter never goes down: Prometheus would read a
+  drop as a reset and count the whole total again as new.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from ..feeds.state import FeedState
 from .live import PriceRow
@@ -63,6 +68,13 @@ _WORST_FIRST = [
 ]
 
 
+#: Metric types whose samples are running totals (``_created`` samples aside).
+_TOTALS = frozenset({"counter", "histogram", "summary"})
+_START = "process_start_time_seconds"
+
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerView:
     """What one worker answered (``doc``: its ``/group`` document), or why it did not."""
@@ -72,22 +84,88 @@ class WorkerView:
     error: str | None = None
 
 
-def merge_metrics(views: Sequence[WorkerView], *, shared: bool = False) -> list[Metric]:
-    """The group's metric families: the workers' samples merged (see the module)."""
+def _key(sample: Sample) -> SampleKey:
+    return sample.name, tuple(sorted(sample.labels.items()))
+
+
+def _is_total(family: Metric, sample: Sample) -> bool:
+    return family.type in _TOTALS and not sample.name.endswith("_created")
+
+
+def _parsed(view: WorkerView) -> list[Metric]:
+    return [] if view.doc is None else list(text_string_to_metric_families(view.doc["metrics"]))
+
+
+class CounterCarry:
+    """Keeps the group's totals from going down when a worker is down or restarted.
+
+    Per worker it remembers the total samples of its last answer and, once it restarted,
+    the totals of its earlier processes (``carried``), added to what it answers now. It
+    lives as long as the ops process; one scrape at a time goes through it.
+    """
+
+    def __init__(self) -> None:
+        self._start: dict[int, float] = {}
+        self._last: dict[int, list[Metric]] = {}
+        self._carried: dict[int, dict[str, Metric]] = {}
+
+    def families(self, view: WorkerView) -> list[Metric]:
+        """The worker's families as the group sums them: the answer with the carried
+        totals added, or, for a worker that did not answer, its last totals."""
+        i = view.index
+        answer = self._last.get(i, []) if view.doc is None else self._answered(i, _parsed(view))
+        carried = dict(self._carried.get(i, {}))
+        out = [_plus(f, carried.pop(f.name, None)) for f in answer]
+        return out + list(carried.values())
+
+    def _answered(self, i: int, families: list[Metric]) -> list[Metric]:
+        start = next((s.value for f in families if f.name == _START for s in f.samples), None)
+        if start is not None and self._start.get(i, start) != start:
+            carried = self._carried.setdefault(i, {})
+            for family in self._last.get(i, []):
+                carried[family.name] = _plus(family, carried.get(family.name))
+        if start is not None:
+            self._start[i] = start
+        self._last[i] = [_totals_of(f) for f in families if f.type in _TOTALS]
+        return families
+
+
+def _totals_of(family: Metric) -> Metric:
+    out = Metric(family.name, family.documentation, family.type, family.unit)
+    out.samples = [s for s in family.samples if _is_total(family, s)]
+    return out
+
+
+def _plus(family: Metric, carried: Metric | None) -> Metric:
+    """``family`` with the ``carried`` totals added, sample by sample."""
+    if carried is None:
+        return family
+    extra = {_key(s): s for s in carried.samples}
+    out = Metric(family.name, family.documentation, family.type, family.unit)
+    for s in family.samples:
+        c = extra.pop(_key(s), None) if _is_total(family, s) else None
+        out.add_sample(s.name, s.labels, s.value if c is None else s.value + c.value)
+    out.samples.extend(extra.values())
+    return out
+
+
+def merge_metrics(
+    views: Sequence[WorkerView], *, shared: bool = False, carry: CounterCarry | None = None
+) -> list[Metric]:
+    """The group's metric families: the workers' samples merged (see the module); with
+    ``carry``, the totals of down or restarted workers kept in the sums."""
     rules = COMBINE | SHARED_COMBINE if shared else COMBINE
     families: dict[str, Metric] = {}
-    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
-    labels_of: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
+    values: dict[str, dict[SampleKey, list[float]]] = {}
+    labels_of: dict[SampleKey, dict[str, str]] = {}
     for view in views:
-        if view.doc is None:
-            continue
-        for fam in text_string_to_metric_families(view.doc["metrics"]):
+        for fam in carry.families(view) if carry is not None else _parsed(view):
             if fam.name not in families:
                 families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
                 values[fam.name] = {}
             samples = values[fam.name]
             for sample in fam.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
+                key = _key(sample)
                 samples.setdefault(key, []).append(sample.value)
                 labels_of.setdefault(key, sample.labels)
     out = []
