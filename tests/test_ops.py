@@ -332,6 +332,55 @@ def test_ops_surface_serves_only_its_routes_and_redirects_to_the_dashboard(serve
         assert get(srv.ops_url + asset.decode())[0] == 200
 
 
+def test_ops_port_answers_405_to_other_methods(server):
+    srv = server()
+    request = urllib.request.Request(srv.ops_url + "/status", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET,HEAD"
+
+
+def _ops_get(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /status?top=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_ops_port_caps_connections_per_ip_and_in_all(server):
+    from tickerd.ops.surface import OPS_LIMITS
+
+    srv = server()
+    port = int(srv.ops_url.rsplit(":", 1)[1])
+    per_ip, total = OPS_LIMITS.max_connections_per_ip, OPS_LIMITS.max_connections
+    held: list[socket.socket] = []
+    try:
+        held += [
+            socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.2", 0))
+            for _ in range(per_ip)
+        ]
+        assert get(srv.ops_url + "/status?top=1")[0] == 200  # other IPs are not held back
+        with socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.2", 0)) as extra:
+            assert _ops_get(extra) == b"HTTP/1.1 503 Service Unavailable"
+        held.pop().close()
+        wait_for(
+            lambda: _ops_get(
+                socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.2", 0))
+            ).endswith(b"200 OK")
+        )
+        held += [  # up to the total, from other addresses
+            socket.create_connection(("127.0.0.1", port), 5, (f"127.0.0.{3 + k // per_ip}", 0))
+            for k in range(total - per_ip + 1)
+        ]
+        with socket.create_connection(("127.0.0.1", port), 5, ("127.0.1.1", 0)) as extra:
+            assert _ops_get(extra) == b"HTTP/1.1 503 Service Unavailable"
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: get(srv.ops_url + "/status?top=1")[0] == 200)
+
+
 # -- the dashboard's live channel ---------------------------------------------------------
 
 

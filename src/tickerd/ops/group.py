@@ -45,7 +45,15 @@ from .merge import (
     merge_status,
 )
 from .status import MAX_LISTED
-from .surface import json_response, ops_runner, page_response, static_pages, top_of
+from .surface import (
+    OPS_LIMITS,
+    OPS_MAX_BODY_BYTES,
+    json_response,
+    ops_handler,
+    page_response,
+    static_pages,
+    top_of,
+)
 
 log = logging.getLogger("tickerd.ops")
 
@@ -152,10 +160,10 @@ class GroupSurface:
 
     # -- routes --------------------------------------------------------------------------
 
-    async def _root(self, request: web.Request) -> web.StreamResponse:
+    async def _root(self, request: web.BaseRequest) -> web.StreamResponse:
         raise web.HTTPFound("/dashboard")
 
-    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         async with self._scrape:
             views = await self.views(1)
             merged = merge_metrics(views, shared=self.shared, carry=self.carry)
@@ -166,7 +174,7 @@ class GroupSurface:
             headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
         )
 
-    async def _status(self, request: web.Request) -> web.StreamResponse:
+    async def _status(self, request: web.BaseRequest) -> web.StreamResponse:
         top = top_of(request)
         if top is None:
             error = f"top must be a whole number from 1 to {MAX_LISTED}"
@@ -174,7 +182,7 @@ class GroupSurface:
         doc, _, _ = await self._view(top)
         return json_response(doc)
 
-    async def _page(self, request: web.Request) -> web.StreamResponse:
+    async def _page(self, request: web.BaseRequest) -> web.StreamResponse:
         return page_response(self._pages[request.path])
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -187,8 +195,15 @@ class GroupSurface:
             "/status": self._status,
             "/dashboard/live": self.live.handle,
         }
-        runner = ops_runner(routes, self._pages, self._page)
-        await self.site.listen(runner, self.host, 0, sock=self.sock)
+        handler = ops_handler(routes, self._pages, self._page)
+        await self.site.serve(
+            handler,
+            self.host,
+            0,
+            sock=self.sock,
+            max_body_bytes=OPS_MAX_BODY_BYTES,
+            limits=OPS_LIMITS,
+        )
         log.info("tickerd ops ready: %s (%d workers)", self.url, len(self.paths))
 
     async def stop(self) -> None:

@@ -99,7 +99,7 @@ class LiveChannel:
         doc["requests_total"] = total
         return doc
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """``GET /dashboard/live``: the WebSocket a dashboard listens on."""
         if len(self.clients) >= MAX_CLIENTS:
             raise web.HTTPServiceUnavailable(text=f"at most {MAX_CLIENTS} dashboards at once")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -33,19 +33,22 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..transport.aio import SHUTDOWN_TIMEOUT_S, HttpLimits, Site, netloc
+from ..transport.aio import Handler, HttpLimits, Site, gated_runner, netloc
 from .live import LiveChannel, PriceRow
 from .metrics import registry
 from .status import DEFAULT_TOP, MAX_LISTED, status
 from .tracker import FeedTracker
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 if TYPE_CHECKING:
     from ..app import Service
 
 log = logging.getLogger("tickerd.ops")
 
+#: The ops port's connections: scrapers and dashboards (at most ``MAX_CLIENTS`` of those
+#: live) need few; idle or half-open ones close as on REST; past a cap, a 503.
+OPS_LIMITS = HttpLimits(max_connections=256, max_connections_per_ip=64)
+#: Largest request body: every route is a GET.
+OPS_MAX_BODY_BYTES = 1024
 #: Seconds between checks of the feeds' states (each change is logged).
 FEED_CHECK_INTERVAL_S = 1.0
 _STATIC = {
@@ -80,7 +83,7 @@ def json_response(doc: object, status_code: int = 200) -> web.Response:
     )
 
 
-def top_of(request: web.Request) -> int | None:
+def top_of(request: web.BaseRequest) -> int | None:
     """``?top=N`` (default :data:`DEFAULT_TOP`), or None when it is not 1 to MAX_LISTED."""
     raw = request.query.get("top", str(DEFAULT_TOP))
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LISTED):
@@ -88,21 +91,25 @@ def top_of(request: web.Request) -> int | None:
     return int(raw)
 
 
-def ops_runner(routes: Mapping[str, Handler], pages: Iterable[str], page: Handler) -> web.AppRunner:
-    """The ops port's aiohttp runner: ``routes`` and the dashboard's ``pages`` (served by
-    ``page``), small request bodies, no access log, idle sockets closed as on REST."""
-    app = web.Application(client_max_size=1024)
-    for path, handler in routes.items():
-        app.router.add_get(path, handler)
-    for path in pages:
-        app.router.add_get(path, page)
-    return web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        keepalive_timeout=HttpLimits().idle_timeout,
-    )
+def ops_handler(routes: Mapping[str, Handler], pages: Iterable[str], page: Handler) -> Handler:
+    """The ops port's one handler: ``GET`` (or ``HEAD``) of ``routes`` and of the
+    dashboard's ``pages`` (served by ``page``); 404 for other paths, 405 for other methods."""
+    table = {**routes, **dict.fromkeys(pages, page)}
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        handler = table.get(request.path)
+        if handler is None:
+            raise web.HTTPNotFound()
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        return await handler(request)
+
+    return handle
+
+
+def _unix_peer(peer: object) -> str:
+    """The client of a unix socket (the supervisor's ops process): one for the caps."""
+    return "unix"
 
 
 def static_pages() -> dict[str, tuple[bytes, str]]:
@@ -139,7 +146,7 @@ class OpsSurface:
         self.site = Site()
         self._watch: asyncio.Task[None] | None = None
         self._registry: CollectorRegistry | None = None
-        self._unix: web.AppRunner | None = None
+        self._unix: web.ServerRunner | None = None
         self._pages = static_pages()
 
     # -- hooks the service calls ---------------------------------------------------------
@@ -180,15 +187,20 @@ class OpsSurface:
         }
         if o.path is not None:
             routes["/group"] = self._group
-        runner = ops_runner(routes, self._pages, self._page)
+        handler = ops_handler(routes, self._pages, self._page)
         if o.path is not None:
+            runner = gated_runner(
+                handler, OPS_LIMITS, f"ops socket {o.path}", OPS_MAX_BODY_BYTES, _unix_peer
+            )
             await runner.setup()
             await web.UnixSite(runner, o.path).start()
             self._unix = runner
             log.debug("tickerd worker ops: unix socket %s", o.path)
             return
         try:
-            await self.site.listen(runner, o.host, o.port)
+            await self.site.serve(
+                handler, o.host, o.port, max_body_bytes=OPS_MAX_BODY_BYTES, limits=OPS_LIMITS
+            )
         except OSError as exc:
             raise OSError(
                 exc.errno,
@@ -212,17 +224,17 @@ class OpsSurface:
 
     # -- routes --------------------------------------------------------------------------
 
-    async def _root(self, request: web.Request) -> web.StreamResponse:
+    async def _root(self, request: web.BaseRequest) -> web.StreamResponse:
         raise web.HTTPFound("/dashboard")
 
-    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self._registry is not None
         body = generate_latest(self._registry)
         return web.Response(
             body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
         )
 
-    async def _status(self, request: web.Request) -> web.StreamResponse:
+    async def _status(self, request: web.BaseRequest) -> web.StreamResponse:
         top = top_of(request)
         if top is None:
             return json_response(
@@ -240,7 +252,7 @@ class OpsSurface:
             total += sum(service.http.counters.requests().values())
         return doc, prices, total
 
-    async def _group(self, request: web.Request) -> web.StreamResponse:
+    async def _group(self, request: web.BaseRequest) -> web.StreamResponse:
         top = top_of(request)
         if top is None:
             return json_response(
@@ -253,5 +265,5 @@ class OpsSurface:
             {"metrics": metrics, "status": doc, "prices": prices, "requests": total}
         )
 
-    async def _page(self, request: web.Request) -> web.StreamResponse:
+    async def _page(self, request: web.BaseRequest) -> web.StreamResponse:
         return page_response(self._pages[request.path])

@@ -232,17 +232,12 @@ class Site:
         bounded, no access log, connections capped and idle ones closed (``limits``, each
         client IP as ``client_of`` tells it from the peer address); HTTPS with
         ``ssl_context``."""
-        server = GatedServer(
-            handler,
-            limits or HttpLimits(),
-            f"HTTP port {port}",
-            client_of,
-            request_factory=bounded_requests(max_body_bytes),
-            access_log=None,
-            lingering_time=0.0,  # a body left unread closes the connection, not drained
+        runner = gated_runner(
+            handler, limits or HttpLimits(), f"HTTP port {port}", max_body_bytes, client_of
         )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self.listen(runner, host, port, ssl_context=ssl_context, sock=sock, wrap=wrap, **site)
+        server = runner.server
+        assert isinstance(server, GatedServer)
         server.what = f"HTTP port {self.port}"
 
     async def stop(self) -> None:
@@ -250,6 +245,28 @@ class Site:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+
+def gated_runner(
+    handler: Handler,
+    limits: HttpLimits,
+    what: str,
+    max_body_bytes: int,
+    client_of: Callable[[Any], str] = client_ip,
+) -> web.ServerRunner:
+    """A runner of aiohttp's low-level server: one handler for every request, bodies
+    bounded by ``max_body_bytes``, connections by ``limits`` (``what`` names the surface
+    in the refusal log), no access log."""
+    server = GatedServer(
+        handler,
+        limits,
+        what,
+        client_of,
+        request_factory=bounded_requests(max_body_bytes),
+        access_log=None,
+        lingering_time=0.0,  # a body left unread closes the connection, not drained
+    )
+    return web.ServerRunner(server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
 
 def bounded_requests(max_body_bytes: int) -> RequestFactory:
