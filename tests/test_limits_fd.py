@@ -3,7 +3,9 @@ limit, raw sockets from several loopback addresses (each one a client IP)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import resource
 import time
 
@@ -274,3 +276,49 @@ def test_idle_control_plane_sockets_are_closed_after_the_default_idle_timeout(se
     assert client.wait_closed(timeout=40) == b""
     assert time.monotonic() - started < 35
     client.sock.close()
+
+
+def test_a_handler_defect_is_answered_500_in_binances_shape_and_logged(caplog) -> None:
+    """Every HTTP surface (REST, push, control, ops) sits behind this gate."""
+    from aiohttp import web
+
+    from tickerd.transport.aio import Site
+
+    async def broken(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/missing":
+            raise web.HTTPNotFound()
+        raise KeyError("a defect")
+
+    async def main() -> list[tuple[int, str, bytes]]:
+        site = Site()
+        await site.serve(broken, "127.0.0.1", 0, max_body_bytes=1024)
+        answers = []
+        try:
+            for path in ("/broken", "/missing"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                raw = await asyncio.wait_for(reader.read(), 10)
+                writer.close()
+                head, _, body = raw.partition(b"\r\n\r\n")
+                status = int(head.split()[1])
+                kind = next(
+                    (line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-type:")), "",
+                )  # fmt: skip
+                answers.append((status, kind, body))
+        finally:
+            await site.stop()
+        return answers
+
+    with caplog.at_level(logging.ERROR, logger="tickerd.http"):
+        (status, kind, body), (missing, _, _) = asyncio.run(main())
+    assert status == 500 and kind == "application/json"
+    assert json.loads(body) == {
+        "code": -1000,
+        "msg": "An unknown error occured while processing the request.",
+    }
+    assert missing == 404  # aiohttp's own answers pass through
+    (record,) = [r for r in caplog.records if r.name == "tickerd.http"]
+    assert "GET /broken failed" in record.getMessage() and record.exc_info is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,8 @@ def netloc(host: str, port: int) -> str:
 
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+log = logging.getLogger("tickerd.http")
+
 ProtocolWrapper = Callable[[Callable[[], Any]], Callable[[], Any]]
 
 
@@ -80,6 +83,7 @@ class GatedServer(web.Server):
         self.refused: set[RequestHandler] = set()
         self.refusals = Throttle()
         self._busy = orjson.dumps(BinanceError.of(ErrorCode.SERVER_BUSY, status=503).to_wire())
+        self._unknown = orjson.dumps(BinanceError.of(ErrorCode.UNKNOWN, status=500).to_wire())
         self._refusal = refusal_bytes()
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
@@ -124,7 +128,17 @@ class GatedServer(web.Server):
             )
             response.force_close()
             return response
-        return await self.handler(request)
+        try:
+            return await self.handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            # A defect: logged with its traceback, answered in Binance's shape (-1000)
+            # rather than aiohttp's plain-text page.
+            log.exception("%s: %s %s failed", self.what, request.method, request.path)
+            return web.Response(
+                status=500, body=self._unknown, headers={"Content-Type": "application/json"}
+            )
 
 
 class ListenerSite(web.BaseSite):
