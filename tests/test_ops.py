@@ -340,11 +340,13 @@ def test_ops_port_answers_405_to_other_methods(server):
     assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET,HEAD"
 
 
-def _ops_get(sock: socket.socket) -> bytes:
-    sock.sendall(b"GET /status?top=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
+def _ops_get(port: int, source: str) -> bytes:
+    """The status line of one ``GET /status`` on a new connection from ``source``."""
+    with socket.create_connection(("127.0.0.1", port), 5, (source, 0)) as sock:
+        sock.sendall(b"GET /status?top=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
     return data.split(b"\r\n", 1)[0]
 
 
@@ -361,20 +363,14 @@ def test_ops_port_caps_connections_per_ip_and_in_all(server):
             for _ in range(per_ip)
         ]
         assert get(srv.ops_url + "/status?top=1")[0] == 200  # other IPs are not held back
-        with socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.2", 0)) as extra:
-            assert _ops_get(extra) == b"HTTP/1.1 503 Service Unavailable"
+        assert _ops_get(port, "127.0.0.2") == b"HTTP/1.1 503 Service Unavailable"
         held.pop().close()
-        wait_for(
-            lambda: _ops_get(
-                socket.create_connection(("127.0.0.1", port), 5, ("127.0.0.2", 0))
-            ).endswith(b"200 OK")
-        )
+        wait_for(lambda: _ops_get(port, "127.0.0.2").endswith(b"200 OK"))
         held += [  # up to the total, from other addresses
             socket.create_connection(("127.0.0.1", port), 5, (f"127.0.0.{3 + k // per_ip}", 0))
             for k in range(total - per_ip + 1)
         ]
-        with socket.create_connection(("127.0.0.1", port), 5, ("127.0.1.1", 0)) as extra:
-            assert _ops_get(extra) == b"HTTP/1.1 503 Service Unavailable"
+        assert _ops_get(port, "127.0.1.1") == b"HTTP/1.1 503 Service Unavailable"
     finally:
         for sock in held:
             sock.close()
