@@ -540,7 +540,7 @@ def test_latency_aimed_at_one_connection(srv, raw, ctl):
     assert fast.recv_text() == ok(2, 12)
     assert time.monotonic() - t0 < 1.1
     assert slow.recv_text(timeout=5) == ok(1, 11)
-    assert time.monotonic() - t0 >= 1.2
+    assert time.monotonic() - t0 >= 1.19  # a timer may fire up to 0.5 ms early
 
 
 def test_replies_still_delayed_when_cleared_arrive_in_order(srv, raw, ctl):
