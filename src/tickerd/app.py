@@ -30,6 +30,8 @@ from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
+from .streams.hub import StreamHub
+from .streams.rest_stats import RestStatistics
 from .symbols import SymbolUniverse
 from .tls import TLSFiles
 from .transport.aio import HttpLimits, netloc
@@ -39,7 +41,7 @@ from .transport.resources import fd_warning, soft_fd_limit
 from .transport.streams import StreamGate
 from .transport.ws import WSServer
 from .validation import check_settings
-from .wiring import stream_gate, ws_options
+from .wiring import stream_gate, stream_hub, ws_options
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -92,8 +94,10 @@ class Service:
         self.limiter = self.cluster.limiter if self.cluster else RateLimiter(settings.weight_limit)
         self.limiter.listener = LimitLog()
         self.protocol = Protocol(self.book, self.limiter)
+        # The 24-hour statistics and candles, shared by the streams and the REST twins.
+        self.hub: StreamHub = stream_hub(settings, self.book)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
-        self.rest = RestApi(self.book, self.limiter, universe)
+        self.rest = RestApi(self.book, self.limiter, universe, RestStatistics(self.hub))
         if feeds is None:
             plan = build_feeds(settings, universe, self.clock)
             feeds = plan.feeds
@@ -233,7 +237,7 @@ class Service:
         if self.proxies is not None:
             self._trust_proxies(self.ws, self.http)
         if s.streams == "on":
-            self.streams = self.ws.streams = stream_gate(s, self.book, self.clock)
+            self.streams = self.ws.streams = stream_gate(s, self.hub, self.clock)
             await self.streams.start()
         await self.ws.start()
         if self.http is not None:
