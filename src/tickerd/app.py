@@ -114,6 +114,8 @@ class Service:
             if settings.store
             else None
         )
+        if self.store is not None:  # the windows and candles are kept too
+            self.store.keep_statistics(self.hub)
         self.tls = TLSFiles.of(settings.tls_cert, settings.tls_key)  # bad files: TLSError
         # A bad --scenario file stops the service here, before anything listens.
         startup = load_scenario(settings.scenario) if settings.scenario else None
@@ -216,8 +218,10 @@ class Service:
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
             restored = await self.store.restore(self.book, self.clock.now_ms())
+            stats = await self.store.restore_statistics(self.clock.now_ms())
             self.store.attach(self.book)
-            summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
+            line = f"tickerd store: {self.store.path} ({restored} prices restored)"
+            summary.append(line + (f", the statistics of {stats} symbols" if stats else ""))
         self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
         if self.cluster is None:
             await self._start_feeds(summary)

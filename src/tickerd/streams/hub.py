@@ -100,12 +100,16 @@ class StreamHub:
 
     def start(self) -> None:
         """Start the statistics (once; later calls do nothing): listen to the book, have the
-        feeds hand over trades, and put every price the book holds into the windows as a
-        price without a trade, so each priced symbol has a window from the start."""
+        feeds hand over trades, and put every price the book holds into the windows and
+        candles as a price without a trade, so each priced symbol has statistics from the
+        start (those restored from the store are kept as they are)."""
         if self._attached:
             return
         self._attached = True
-        self.windows.add([Tick(*t[:3]) for t in self.book.ticks()])
+        have = self.windows.windows  # restored from a store: already there
+        seed = [Tick(*t[:3]) for t in self.book.ticks() if t.symbol not in have]
+        self.windows.add(seed)
+        self.klines.add(seed)
         self.book.subscribe(self.on_ticks)
         self.book.wants_trades = True
 

@@ -72,6 +72,43 @@ class Series:
             return [now]
         return [acc, minute.spanned(candle_span(interval, minute.open_ms))]
 
+    def open_state(self) -> dict[str, object]:
+        """The candles being built as plain JSON values (what the store keeps)."""
+        return {
+            "minute": self.minute.state() if self.minute is not None else None,
+            "rollup": {i: c.state() for i, c in self.rollup.items()},
+        }
+
+    def restore_open(self, state: object) -> None:
+        """Put back what :meth:`open_state` gave (ValueError, TypeError or ArithmeticError
+        on anything else)."""
+        if not isinstance(state, dict) or not isinstance(state.get("rollup"), dict):
+            raise ValueError("not the open candles of a symbol")
+        minute = state.get("minute")
+        self.minute = None if minute is None else Candle.from_state(minute)
+        rollup = {}
+        for interval, candle in state["rollup"].items():
+            if interval not in _ROLLED:
+                raise ValueError(f"interval {interval!r}")
+            rollup[interval] = Candle.from_state(candle)
+        self.rollup = rollup
+
+    def rows_since(self, interval: str, open_ms: int) -> list[tuple[int, bytes]]:
+        """(open time, row) of the closed ``interval`` candles opened after ``open_ms``."""
+        history = self.history[interval]
+        out: list[tuple[int, bytes]] = []
+        for entry in reversed(history):
+            if entry[0] <= open_ms:
+                break
+            out.append(entry)
+        out.reverse()
+        return out
+
+    def times(self) -> list[int]:
+        """The open times in the candles being built (for the store's time check)."""
+        candles = [self.minute, *self.rollup.values()]
+        return [c.open_ms for c in candles if c is not None]
+
 
 class Klines:
     """The candles of every symbol with a price since statistics started."""
@@ -211,6 +248,21 @@ class Klines:
         else:
             lo = max(lo, hi - limit)
         return [row if isinstance(row, bytes) else row.row(s.precision) for _, row in every[lo:hi]]
+
+    def restore(
+        self, symbol: str, open_state: object, rows: dict[str, list[tuple[int, bytes]]]
+    ) -> Series | None:
+        """Put back ``symbol``'s candles as the store kept them (None: a symbol the universe
+        does not have)."""
+        info = self.universe.get(symbol)
+        if info is None:
+            return None
+        s = Series(info.price_precision, self.history)
+        s.restore_open(open_state)
+        for interval, entries in rows.items():
+            s.history[interval].extend(sorted(entries))
+        self.series[symbol] = s
+        return s
 
     def symbols(self) -> Iterator[str]:
         """The symbols with candles."""
