@@ -77,7 +77,7 @@ class StreamSettings:
     )
     kline_history: int = setting(
         1500,
-        help="closed candles kept per symbol and interval for GET /fapi/v1/klines (~200 bytes each)",
+        help="closed candles kept per symbol and interval for GET /fapi/v1/klines (~250 bytes each)",
         group="streams",
         kind="int",
         min=1,
