@@ -110,7 +110,13 @@ class SymbolWindow:
 
     def minutes_since(self, minute: int) -> list[tuple[int, list[int | str]]]:
         """(minute, state) of the buckets from ``minute`` on (what the store writes)."""
-        return [(b.minute, b.state()) for b in self.buckets if b.minute >= minute]
+        out = []
+        for bucket in reversed(self.buckets):  # the newest first: usually one or two
+            if bucket.minute < minute:
+                break
+            out.append((bucket.minute, bucket.state()))
+        out.reverse()
+        return out
 
     def restore(self, minutes: list[tuple[int, object]], last_qty: str) -> None:
         """Put back the buckets :meth:`minutes_since` gave (in time order; the caller has
