@@ -30,6 +30,8 @@ from .protocol import Protocol
 from .ratelimit import RateLimiter
 from .rest import RestApi
 from .store import PriceStore
+from .streams.hub import StreamHub
+from .streams.rest_stats import RestStatistics
 from .symbols import SymbolUniverse
 from .tls import TLSFiles
 from .transport.aio import HttpLimits, netloc
@@ -39,7 +41,7 @@ from .transport.resources import fd_warning, soft_fd_limit
 from .transport.streams import StreamGate
 from .transport.ws import WSServer
 from .validation import check_settings
-from .wiring import stream_gate, ws_options
+from .wiring import stream_gate, stream_hub, ws_options
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -92,8 +94,10 @@ class Service:
         self.limiter = self.cluster.limiter if self.cluster else RateLimiter(settings.weight_limit)
         self.limiter.listener = LimitLog()
         self.protocol = Protocol(self.book, self.limiter)
+        # The 24-hour statistics and candles, shared by the streams and the REST twins.
+        self.hub: StreamHub = stream_hub(settings, self.book)
         # The REST twins charge the same limiter: one weight budget per IP for both surfaces.
-        self.rest = RestApi(self.book, self.limiter, universe)
+        self.rest = RestApi(self.book, self.limiter, universe, RestStatistics(self.hub))
         if feeds is None:
             plan = build_feeds(settings, universe, self.clock)
             feeds = plan.feeds
@@ -110,6 +114,8 @@ class Service:
             if settings.store
             else None
         )
+        if self.store is not None:  # the windows and candles are kept too
+            self.store.keep_statistics(self.hub)
         self.tls = TLSFiles.of(settings.tls_cert, settings.tls_key)  # bad files: TLSError
         # A bad --scenario file stops the service here, before anything listens.
         startup = load_scenario(settings.scenario) if settings.scenario else None
@@ -212,8 +218,10 @@ class Service:
             # keeps them and walks on from them, a feed with newer prices overwrites them).
             await self.store.open()
             restored = await self.store.restore(self.book, self.clock.now_ms())
+            stats = await self.store.restore_statistics(self.clock.now_ms())
             self.store.attach(self.book)
-            summary.append(f"tickerd store: {self.store.path} ({restored} prices restored)")
+            line = f"tickerd store: {self.store.path} ({restored} prices restored)"
+            summary.append(line + (f", the statistics of {stats} symbols" if stats else ""))
         self.ops.count_ticks()  # ops: feed ticks from priming on, restored ones not
         if self.cluster is None:
             await self._start_feeds(summary)
@@ -233,7 +241,7 @@ class Service:
         if self.proxies is not None:
             self._trust_proxies(self.ws, self.http)
         if s.streams == "on":
-            self.streams = self.ws.streams = stream_gate(s, self.book, self.clock)
+            self.streams = self.ws.streams = stream_gate(s, self.hub, self.clock)
             await self.streams.start()
         await self.ws.start()
         if self.http is not None:

@@ -23,14 +23,17 @@ class ErrorCode(IntEnum):
     TOO_MANY_REQUESTS = -1003
     SERVER_BUSY = -1008
     INVALID_TIMESTAMP = -1021
+    START_AFTER_END = -1023
     ILLEGAL_CHARS = -1100
     TOO_MANY_PARAMETERS = -1101
     MANDATORY_PARAM_EMPTY_OR_MALFORMED = -1102
     UNKNOWN_PARAM = -1103
     UNREAD_PARAMETERS = -1104
     PARAM_EMPTY = -1105
+    BAD_INTERVAL = -1120
     BAD_SYMBOL = -1121
     INVALID_SYMBOL_STATUS = -1122
+    INVALID_PARAMETER = -1130
     REJECTED_MBX_KEY = -2015
     # Not on the error-code page: fapi's gateway answer to a path/method it does not route
     # (HTTP 404), seen in live captures (see docs/DECISIONS.md).
@@ -44,6 +47,7 @@ MESSAGES: dict[ErrorCode, str] = {
         "Server is currently overloaded with other requests. Please try again in a few minutes."
     ),
     ErrorCode.INVALID_TIMESTAMP: "Timestamp for this request is outside of the recvWindow.",
+    ErrorCode.START_AFTER_END: "Start time is greater than end time.",
     ErrorCode.ILLEGAL_CHARS: "Illegal characters found in parameter '{0}'; legal range is '{1}'.",
     ErrorCode.TOO_MANY_PARAMETERS: "Too many parameters; expected '{0}' and received '{1}'.",
     ErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED: (
@@ -54,8 +58,10 @@ MESSAGES: dict[ErrorCode, str] = {
         "Not all sent parameters were read; read '{0}' parameter(s) but was sent '{1}'."
     ),
     ErrorCode.PARAM_EMPTY: "Parameter '{0}' was empty.",
+    ErrorCode.BAD_INTERVAL: "Invalid interval.",
     ErrorCode.BAD_SYMBOL: "Invalid symbol.",
     ErrorCode.INVALID_SYMBOL_STATUS: "Invalid symbol status.",
+    ErrorCode.INVALID_PARAMETER: "Data sent for parameter '{0}' is not valid.",
     ErrorCode.REJECTED_MBX_KEY: "Invalid API-key, IP, or permissions for action.",
     ErrorCode.INVALID_PATH: "Path {0}, Method {1} is invalid",
 }

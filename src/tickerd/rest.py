@@ -10,6 +10,8 @@ https://developers.binance.com/docs/derivatives/usds-margined-futures/ :
 - ``GET /fapi/v1/exchangeInfo``: market-data/rest-api/Exchange-Information
 - ``GET /fapi/v1/ping``: market-data/rest-api/Test-Connectivity
 - ``GET /fapi/v1/time``: market-data/rest-api/Check-Server-Time
+- ``GET /fapi/v1/ticker/24hr`` and ``GET /fapi/v1/klines``: answered by
+  :class:`~tickerd.streams.rest_stats.RestStatistics` when one is given
 - general-info: HTTP return codes, the bare ``{"code","msg"}`` error payload, the
   ``X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)`` header on every reply, ``Retry-After``
 - error-code: the texts of -1101, -1104, -1105, -1121
@@ -53,6 +55,7 @@ from .book import PriceBook
 from .errors import DUPLICATE_PARAM_MSG, MESSAGES, BinanceError, ErrorCode
 from .models import SymbolInfo
 from .ratelimit import RateLimiter
+from .streams.rest_stats import KLINES_PARAMS, TICKER_PARAMS, RestStatistics, klines_limit
 from .symbols import SymbolUniverse
 
 __all__ = ["USED_WEIGHT_HEADER", "RestApi", "RestReply"]
@@ -86,6 +89,7 @@ _EXCHANGE_INFO_DEFAULTS: dict[str, Any] = {
 
 Headers = list[tuple[str, str]]
 Answer = Callable[[dict[str, str], int], tuple[int, bytes]]
+Pairs = list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,8 @@ class _Endpoint:
     params: frozenset[str]
     weight: weights.Weight
     answer: Answer
+    # The weight by the request's parameters (None: the weight table's row by symbol).
+    weigh: Callable[[Pairs], int] | None = None
 
 
 def _error_body(code: ErrorCode, *args: str) -> bytes:
@@ -122,6 +128,7 @@ class RestApi:
         book: PriceBook,
         limiter: RateLimiter,
         universe: SymbolUniverse | None = None,
+        stats: RestStatistics | None = None,
     ) -> None:
         self.book = book
         self.limiter = limiter
@@ -139,6 +146,15 @@ class RestApi:
             path: _Endpoint("GET", params, weights.REST[path], answer)
             for path, (params, answer) in answers.items()
         }
+        if stats is not None:  # the 24-hour statistics and candles of the market streams
+            path = "/fapi/v1/ticker/24hr"
+            self._routes[path] = _Endpoint(
+                "GET", TICKER_PARAMS, weights.REST[path], stats.ticker_24hr
+            )
+            path = "/fapi/v1/klines"
+            self._routes[path] = _Endpoint(
+                "GET", KLINES_PARAMS, weights.REST[path], stats.klines, _klines_weight
+            )
         self._bad_symbol = _error_body(ErrorCode.BAD_SYMBOL)
         self._empty_symbol = _error_body(ErrorCode.PARAM_EMPTY, "symbol")
         self._duplicate = orjson.dumps(
@@ -164,8 +180,12 @@ class RestApi:
         except ValueError:  # more than MAX_PARAMS fields
             pairs = None
         has_symbol = pairs is not None and any(name == "symbol" for name, _ in pairs)
+        if endpoint.weigh is None:
+            weight = endpoint.weight.of(has_symbol)
+        else:
+            weight = endpoint.weigh(pairs or [])
         try:
-            count = self.limiter.charge(client_ip, endpoint.weight.of(has_symbol), now_ms)
+            count = self.limiter.charge(client_ip, weight, now_ms)
         except BinanceError as err:
             return self.limited_reply(err, now_ms)
         if pairs is None:
@@ -274,6 +294,10 @@ class RestApi:
             ("Retry-After", str(err.retry_after_s(now_ms))),
         ]
         return RestReply(err.status, headers, orjson.dumps({"code": err.code, "msg": err.msg}))
+
+
+def _klines_weight(pairs: Pairs) -> int:
+    return weights.klines_weight(klines_limit(pairs))
 
 
 def _rate_limits(entries: Any, limit: int) -> list[Any]:

@@ -27,6 +27,10 @@ Theory of operation
   service clock by more than the skew) are skipped with a log line. Stop: :meth:`close` flushes one last
   time, so a clean shutdown (SIGTERM) loses nothing.
 
+With :meth:`PriceStore.keep_statistics`, the same transactions also keep the 24-hour
+windows and candles of the market streams (:mod:`tickerd.stats_store`), and
+:meth:`PriceStore.restore_statistics` puts them back at start.
+
 All SQLite calls run on the store's thread; the connection never changes threads.
 """
 
@@ -46,13 +50,19 @@ from .book import PriceBook, TickRejected
 from .counters import StoreCounters
 from .errors import TickerdError
 from .models import Tick
+from .stats_store import SCHEMA as STATS_SCHEMA
+from .stats_store import TABLES as STATS_TABLES
+from .stats_store import Loaded, Snapshot, StatsTables
+from .streams.hub import StreamHub
 
 log = logging.getLogger("tickerd.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the statistics tables
 TABLE = "last_tick"
+OURS = frozenset({TABLE, *STATS_TABLES})
 COLUMNS = (("symbol", "TEXT"), ("price", "TEXT"), ("time_ms", "INTEGER"))
 MAX_ROWS = 100_000  # rows read back at most (a universe has hundreds of symbols)
+MAX_STAT_ROWS = 10_000_000  # statistics rows read back at most, per table
 MAX_SKIP_LOGS = 20  # skipped rows logged one by one at start; the rest are counted
 FAILURE_LOG_EVERY = 60  # while writes keep failing, one log line per this many flushes
 # Errors of one row's values (not of the file): the row is dropped, the others written.
@@ -95,6 +105,11 @@ class PriceStore:
         self._executor: ThreadPoolExecutor | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.stats: StatsTables | None = None
+
+    def keep_statistics(self, hub: StreamHub) -> None:
+        """Keep ``hub``'s windows and candles too (call before :meth:`open`)."""
+        self.stats = StatsTables(hub)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -134,6 +149,17 @@ class PriceStore:
         book.apply(ticks)
         log.info("restored %d last prices from %s", len(ticks), self.path)
         return len(ticks)
+
+    async def restore_statistics(self, now_ms: int) -> int:
+        """Put the stored windows and candles back (see :mod:`tickerd.stats_store`); returns
+        how many symbols' statistics came back (then the statistics run from now on)."""
+        if self.stats is None:
+            return 0
+        loaded = await self._call(self._load_stats)
+        restored = self.stats.restore(loaded, now_ms)
+        if restored:
+            log.info("restored the statistics of %d symbols from %s", restored, self.path)
+        return restored
 
     def attach(self, book: PriceBook) -> None:
         """Record every tick the book applies from now on; start flushing every interval."""
@@ -182,9 +208,14 @@ class PriceStore:
         if not self._dirty:
             return 0
         batch, self._dirty = self._dirty, {}
+        snap = self.stats.snapshot(batch) if self.stats is not None else None
         started = perf_counter_ns()  # ops
         try:
-            dropped = await self._call(self._write, list(batch.values()))
+            ticks = list(batch.values())
+            if snap is None:
+                dropped = await self._call(self._write, ticks)
+            else:
+                dropped = await self._call(self._write, ticks, snap)
         except BaseException as exc:
             # Put the batch back under anything newer, and try again next time.
             batch.update(self._dirty)
@@ -195,6 +226,8 @@ class PriceStore:
             self._failed(exc)
             return 0
         self.counters.duration.observe(perf_counter_ns() - started)  # ops
+        if snap is not None and self.stats is not None:
+            self.stats.commit(snap)
         if self.failures:
             log.warning("store %s: writes resumed after %d failed", self.path, self.failures)
             self.failures = 0
@@ -252,6 +285,8 @@ class PriceStore:
                     f"{SCHEMA_VERSION}"
                 )
             conn.execute(_SCHEMA)
+            for statement in STATS_SCHEMA:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             conn.close()
@@ -263,7 +298,9 @@ class PriceStore:
 
     def _check_tables(self, conn: sqlite3.Connection) -> None:
         """Refuse a file that holds anything but tickerd's table, or that table reshaped."""
-        foreign = sorted(f"{kind} {name}" for kind, name in conn.execute(_OBJECTS) if name != TABLE)
+        foreign = sorted(
+            f"{kind} {name}" for kind, name in conn.execute(_OBJECTS) if name not in OURS
+        )
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
             raise StoreError(
@@ -288,7 +325,14 @@ class PriceStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read store {self.path}: {exc}") from exc
 
-    def _write(self, ticks: list[Tick]) -> list[tuple[Tick, str]]:
+    def _load_stats(self) -> Loaded:
+        assert self._conn is not None and self.stats is not None
+        try:
+            return self.stats.load(self._conn, MAX_STAT_ROWS)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from exc
+
+    def _write(self, ticks: list[Tick], snap: Snapshot | None = None) -> list[tuple[Tick, str]]:
         """One transaction; returns the ticks SQLite cannot hold, with the reason."""
         conn = self._conn
         assert conn is not None
@@ -305,6 +349,8 @@ class PriceStore:
                         conn.execute(_UPSERT, _ROW(tick))
                     except _ROW_ERRORS as exc:
                         dropped.append((tick, str(exc)))
+            if snap is not None:
+                StatsTables.write(conn, snap)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

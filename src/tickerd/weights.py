@@ -3,7 +3,7 @@
 Pages (developers.binance.com/docs/derivatives/usds-margined-futures/...):
 - WS ``ticker.price``: market-data/websocket-api/Symbol-Price-Ticker
 - REST ``/fapi/v1/ticker/price``, ``/fapi/v2/ticker/price``: market-data/rest-api/Symbol-Price-Ticker
-- REST ``ping``, ``time``, ``exchangeInfo``: market-data/rest-api/*
+- REST ``ping``, ``time``, ``exchangeInfo``, ``ticker/24hr``, ``klines``: market-data/rest-api/*
 - limits and handshake cost: websocket-api-general-info, general-info
 """
 
@@ -37,7 +37,26 @@ REST: dict[str, Weight] = {
     "/fapi/v1/ping": Weight(1, 1, "market-data/rest-api/Test-Connectivity"),
     "/fapi/v1/time": Weight(1, 1, "market-data/rest-api/Check-Server-Time"),
     "/fapi/v1/exchangeInfo": Weight(1, 1, "market-data/rest-api/Exchange-Information"),
+    "/fapi/v1/ticker/24hr": Weight(
+        1, 40, "market-data/rest-api/24hr-Ticker-Price-Change-Statistics"
+    ),
+    # By ``limit`` (KLINES_BY_LIMIT); this row is the weight of the default limit, 500.
+    "/fapi/v1/klines": Weight(5, 5, "market-data/rest-api/Kline-Candlestick-Data"),
 }
+# ``GET /fapi/v1/klines`` by ``limit`` (market-data/rest-api/Kline-Candlestick-Data):
+# (limits below this, weight), in order; a larger limit weighs KLINES_MAX_WEIGHT.
+KLINES_BY_LIMIT: tuple[tuple[int, int], ...] = ((100, 1), (500, 2), (1001, 5))
+KLINES_MAX_WEIGHT = 10
+
+
+def klines_weight(limit: int) -> int:
+    """The weight of a klines request for ``limit`` candles."""
+    for below, weight in KLINES_BY_LIMIT:
+        if limit < below:
+            return weight
+    return KLINES_MAX_WEIGHT
+
+
 # A REST request no endpoint serves (unknown path, wrong method): Binance publishes no
 # weight for it; tickerd charges this much, so such requests are not free (DECISIONS.md).
 REST_UNROUTED_WEIGHT = 1

@@ -18,7 +18,7 @@ from .transport.streams import StreamGate
 from .transport.ws import WSOptions
 from .wsconn import Limits
 
-__all__ = ["stream_gate", "ws_options"]
+__all__ = ["stream_gate", "stream_hub", "ws_options"]
 
 
 def ws_options(
@@ -46,7 +46,16 @@ def ws_options(
     )
 
 
-def stream_gate(settings: Settings, book: PriceBook, clock: Clock) -> StreamGate:
+def stream_hub(settings: Settings, book: PriceBook) -> StreamHub:
+    """The statistics and stream fan-out over ``book`` (started at once with
+    ``--stats-start startup``, else at the first subscription or statistics request)."""
+    hub = StreamHub(book, settings.kline_history)
+    if settings.stats_start == "startup":
+        hub.start()
+    return hub
+
+
+def stream_gate(settings: Settings, hub: StreamHub, clock: Clock) -> StreamGate:
     """The market streams of the WebSocket API port, from the settings."""
     s = settings
     limits = Limits(
@@ -57,4 +66,4 @@ def stream_gate(settings: Settings, book: PriceBook, clock: Clock) -> StreamGate
         s.close_timeout,
     )
     bounds = StreamLimits(s.stream_max_streams, s.stream_messages_per_s)
-    return StreamGate(StreamHub(book), clock, bounds, limits)
+    return StreamGate(hub, clock, bounds, limits)

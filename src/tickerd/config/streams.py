@@ -65,3 +65,22 @@ class StreamSettings:
         min=1.0,
         max=30 * DAY_S,
     )
+    stats_start: str = setting(
+        "first-use",
+        help=(
+            "when the 24-hour statistics and candles start: at the first stream subscription "
+            "or statistics request (first-use), or at start-up"
+        ),
+        group="streams",
+        kind="choice",
+        choices=("first-use", "startup"),
+    )
+    kline_history: int = setting(
+        1500,
+        help="closed candles kept per symbol and interval for GET /fapi/v1/klines (~250 bytes each)",
+        group="streams",
+        kind="int",
+        min=1,
+        max=100_000,
+        units="candles",
+    )

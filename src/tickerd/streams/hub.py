@@ -3,11 +3,13 @@ frame bytes handed to every subscriber.
 
 Theory of operation
 -------------------
-The hub listens to the book only once a stream subscription exists (until then the book
-and the feeds do no stream work at all, and the feeds hand over plain ticks); from then on
-it stays attached, so the 24-hour windows run on without gaps while clients come and go.
-Each applied batch goes into the windows, and each trade of a subscribed ``@trade`` or
-``@aggTrade`` stream is printed once, into a pending list per stream.
+The hub listens to the book only once statistics are needed (:meth:`StreamHub.start`: the
+first stream subscription, the first REST statistics request, or the service's start when
+told so; until then the book and the feeds do no stream work at all, and the feeds hand
+over plain ticks); from then on it stays attached, so the 24-hour windows and the candles
+run on without gaps while clients come and go. Each applied batch goes into the windows
+and the candles, and each trade of a subscribed ``@trade`` or ``@aggTrade`` stream is
+printed once, into a pending list per stream.
 
 Output leaves in rounds. :meth:`StreamHub.flush` (the transport calls it once per
 event-loop turn after :attr:`StreamHub.on_pending` asked) sends the ``@trade`` events;
@@ -29,7 +31,7 @@ from typing import Protocol
 from ..book import PriceBook
 from ..models import Tick, Trade
 from .events import agg_trade, combined_frame, mini_ticker, raw_frame, ticker, trade_event
-from .klines import Klines
+from .klines import HISTORY, Klines
 from .names import Route, StreamName
 from .window import DayWindows, SymbolWindow
 
@@ -58,10 +60,10 @@ class Subscriber(Protocol):
 class StreamHub:
     """Subscriptions of every stream socket, and the events they receive."""
 
-    def __init__(self, book: PriceBook) -> None:
+    def __init__(self, book: PriceBook, kline_history: int = HISTORY) -> None:
         self.book = book
         self.windows = DayWindows(book.universe)
-        self.klines = Klines(book.universe)
+        self.klines = Klines(book.universe, kline_history)
         self.subs: dict[str, dict[Subscriber, None]] = {}  # stream -> subscribers, in order
         self.silent: dict[str, int] = {}  # acknowledged names tickerd does not publish
         self.on_pending: Callable[[], None] = _nothing  # the transport schedules flush()
@@ -94,10 +96,27 @@ class StreamHub:
         self.subs.setdefault(stream.name, {})[sub] = None
         if stream.kind.startswith("kline_"):
             self.klines.track(stream.symbol, stream.kind[6:])
-        if not self._attached:
-            self._attached = True
-            self.book.subscribe(self.on_ticks)
-            self.book.wants_trades = True
+        self.start()
+
+    def start(self) -> None:
+        """Start the statistics (once; later calls do nothing): listen to the book, have the
+        feeds hand over trades, and put every price the book holds into the windows and
+        candles as a price without a trade, so each priced symbol has statistics from the
+        start (those restored from the store are kept as they are)."""
+        if self._attached:
+            return
+        self._attached = True
+        have = self.windows.windows  # restored from a store: already there
+        seed = [Tick(*t[:3]) for t in self.book.ticks() if t.symbol not in have]
+        self.windows.add(seed)
+        self.klines.add(seed)
+        self.book.subscribe(self.on_ticks)
+        self.book.wants_trades = True
+
+    @property
+    def started(self) -> bool:
+        """Whether the statistics run (see :meth:`start`)."""
+        return self._attached
 
     def remove(self, sub: Subscriber, name: str) -> None:
         """Unsubscribe ``sub`` from ``name`` (nothing if it was not subscribed)."""
@@ -121,8 +140,7 @@ class StreamHub:
     def on_ticks(self, ticks: Sequence[Tick]) -> None:
         """The book's listener: every applied batch."""
         self.windows.add(ticks)
-        if self.klines.tracked:
-            self.klines.add(ticks)
+        self.klines.add(ticks)
         subs = self.subs
         names = self._names
         now = self._now_ms
@@ -189,11 +207,16 @@ class StreamHub:
                 self.events += 1
                 batches.setdefault(name, []).append(payload)
 
-    def _arr_round(self, batches: dict[str, list[bytes]], now_ms: int) -> None:
-        """The ``!…@arr`` streams: the symbols changed (or expired) since the last round."""
+    def expire(self, now_ms: int) -> None:
+        """Move every window to ``now_ms``; a symbol whose figures changed goes out in the
+        next statistics rounds."""
         for symbol in self.windows.expire(now_ms):
             self._changed_arr.add(symbol)
             self._changed_mini.add(symbol)
+
+    def _arr_round(self, batches: dict[str, list[bytes]], now_ms: int) -> None:
+        """The ``!…@arr`` streams: the symbols changed (or expired) since the last round."""
+        self.expire(now_ms)
         changed, self._changed_arr = self._changed_arr, set()
         for name, _, payload_of in STATISTICS:
             if name in self.subs:

@@ -1,176 +1,269 @@
-"""Candles of the ``<symbol>@kline_<interval>`` streams, from the book's trades.
+"""Candles of every symbol and interval, from the book's trades: the ``@kline_<interval>``
+streams and ``GET /fapi/v1/klines`` read the same candles.
 
 https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Kline-Candlestick-Streams
 
-A candle covers ``[t, T]`` with ``T = t + interval - 1`` ms; minutes to days are aligned to
-the epoch, weeks start on Monday 00:00 UTC and months on the first day of the calendar
-month. A (symbol, interval) is tracked from its first subscription on, so the first candle
-holds the trades since then. A trade goes into the candle of its time; a trade older than
-the open candle counts in it. ``V``/``Q`` are the taker-buy base and quote volumes (trades
-whose buyer is not the maker); ``B`` is always ``"0"`` (documented as ignored). A plain
-price (no trade) moves the prices like a trade of quantity 0, as in the 24-hour window.
+Theory of operation
+-------------------
+A trade goes only into its symbol's open one-minute candle (a trade older than the open
+minute counts in it). When a later trade opens the next minute, the finished minute is
+rolled up: it joins the history of ``1m`` and is merged into the candle being built for
+each longer interval (every Binance interval, ``1M`` included, starts on a whole minute);
+the candle of an interval closes, into that interval's history, when a minute past its end
+is rolled up. So a trade costs one candle update whatever the number of intervals, and the
+candle of any interval *now* is its rolled-up part merged with the open minute
+(:meth:`Klines.pending`).
 
-:meth:`Klines.due` is called every 250 ms (the streams' update speed): it returns every
-candle that changed since the last call, and each candle that closed — by a later trade or
-by the clock passing ``T`` — once more with ``x`` true.
+History is bounded: at most ``history`` closed candles per symbol and interval are kept,
+each as its printed REST row (the oldest leave first).
+
+Streams: :meth:`Klines.track` marks a (symbol, interval) as subscribed; :meth:`Klines.due`,
+called every 250 ms (the streams' update speed), returns every subscribed candle that
+changed since the last call, and each candle that closed — by a later trade or by the clock
+passing ``T`` — once more with ``x`` true.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
-from decimal import Context, Decimal
+import bisect
+from collections import deque
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
 
-from ..models import Tick, Trade
+from ..models import Tick
 from ..symbols import SymbolUniverse
+from .candles import MINUTE_MS, Candle, candle_span
 from .names import KLINE_INTERVALS
 
-MINUTE_MS = 60_000
-_DAY_MS = 1440 * MINUTE_MS
-_WEEK_MS = 7 * _DAY_MS
-_MONDAY_MS = -3 * _DAY_MS  # 1969-12-29, the Monday before the epoch (a Thursday)
-#: Fixed-length intervals in ms (``1M`` follows the calendar).
-INTERVAL_MS: dict[str, int] = {
-    "1m": MINUTE_MS, "3m": 3 * MINUTE_MS, "5m": 5 * MINUTE_MS, "15m": 15 * MINUTE_MS,
-    "30m": 30 * MINUTE_MS, "1h": 60 * MINUTE_MS, "2h": 120 * MINUTE_MS, "4h": 240 * MINUTE_MS,
-    "6h": 360 * MINUTE_MS, "8h": 480 * MINUTE_MS, "12h": 720 * MINUTE_MS, "1d": _DAY_MS,
-    "3d": 3 * _DAY_MS, "1w": _WEEK_MS,
-}  # fmt: skip
-assert set(INTERVAL_MS) | {"1M"} == set(KLINE_INTERVALS)
-_CTX = Context(prec=60)
-_ZERO = Decimal(0)
-_KLINE = (
-    b'{"e":"kline","E":%d,"s":"%s","k":{"t":%d,"T":%d,"s":"%s","i":"%s","f":%d,"L":%d,'
-    b'"o":"%s","c":"%s","h":"%s","l":"%s","v":"%s","n":%d,"x":%s,"q":"%s","V":"%s",'
-    b'"Q":"%s","B":"0"}}'
-)
+#: Closed candles kept per symbol and interval unless told otherwise (Binance's largest
+#: ``limit`` of one klines request).
+HISTORY = 1500
+_ROLLED = tuple(i for i in KLINE_INTERVALS if i != "1m")
 
 
-def candle_span(interval: str, time_ms: int) -> tuple[int, int]:
-    """The open and close time (inclusive) of the ``interval`` candle holding ``time_ms``."""
-    if interval == "1M":
-        day = datetime.fromtimestamp(time_ms // 1000, UTC)
-        first = datetime(day.year, day.month, 1, tzinfo=UTC)
-        after = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
-        return int(first.timestamp()) * 1000, int(after.timestamp()) * 1000 - 1
-    step = INTERVAL_MS[interval]
-    base = _MONDAY_MS if interval == "1w" else 0
-    start = (time_ms - base) // step * step + base
-    return start, start + step - 1
+class Series:
+    """One symbol's candles: the open minute, the rolled-up part of each longer interval's
+    candle, and the closed candles of every interval as REST rows."""
 
+    __slots__ = ("history", "minute", "precision", "rollup")
 
-class Candle:
-    """One candle being built."""
+    def __init__(self, precision: int, history: int) -> None:
+        self.precision = precision
+        self.minute: Candle | None = None
+        self.rollup: dict[str, Candle] = {}
+        self.history: dict[str, deque[tuple[int, bytes]]] = {
+            i: deque(maxlen=history) for i in KLINE_INTERVALS
+        }
 
-    __slots__ = ("close", "close_ms", "count", "first_id", "high", "last_id", "low", "open",
-                 "open_ms", "quote", "taker_quote", "taker_volume", "volume")  # fmt: skip
+    def pending(self, interval: str) -> list[Candle]:
+        """The candles of ``interval`` not in its history yet, oldest first: one, or two
+        when the rolled-up candle has ended but no minute past it has rolled up yet."""
+        minute = self.minute
+        if interval == "1m":
+            return [minute] if minute is not None else []
+        acc = self.rollup.get(interval)
+        if minute is None:
+            return [acc] if acc is not None else []
+        if acc is None:
+            return [minute.spanned(candle_span(interval, minute.open_ms))]
+        if minute.open_ms <= acc.close_ms:
+            now = acc.spanned((acc.open_ms, acc.close_ms))
+            now.merge(minute)
+            return [now]
+        return [acc, minute.spanned(candle_span(interval, minute.open_ms))]
 
-    def __init__(self, span: tuple[int, int], price: Decimal) -> None:
-        self.open_ms, self.close_ms = span
-        self.open = self.high = self.low = self.close = price
-        self.volume = self.quote = self.taker_volume = self.taker_quote = _ZERO
-        self.first_id = self.last_id = -1
-        self.count = 0
+    def open_state(self) -> dict[str, object]:
+        """The candles being built as plain JSON values (what the store keeps)."""
+        return {
+            "minute": self.minute.state() if self.minute is not None else None,
+            "rollup": {i: c.state() for i, c in self.rollup.items()},
+        }
 
-    def add(self, price: Decimal, tick: Tick) -> None:
-        """One trade (or plain price) inside the candle."""
-        self.close = price
-        self.high = max(self.high, price)
-        self.low = min(self.low, price)
-        if not isinstance(tick, Trade):
-            return
-        if self.first_id < 0:
-            self.first_id = tick.first_id
-        self.last_id = tick.last_id
-        self.count += tick.last_id - tick.first_id + 1
-        qty = Decimal(tick.qty)
-        if qty:
-            quote = _CTX.multiply(price, qty)
-            self.volume = _CTX.add(self.volume, qty)
-            self.quote = _CTX.add(self.quote, quote)
-            if not tick.maker:  # the buyer took: a taker buy
-                self.taker_volume = _CTX.add(self.taker_volume, qty)
-                self.taker_quote = _CTX.add(self.taker_quote, quote)
+    def restore_open(self, state: object) -> None:
+        """Put back what :meth:`open_state` gave (ValueError, TypeError or ArithmeticError
+        on anything else)."""
+        if not isinstance(state, dict) or not isinstance(state.get("rollup"), dict):
+            raise ValueError("not the open candles of a symbol")
+        minute = state.get("minute")
+        self.minute = None if minute is None else Candle.from_state(minute)
+        rollup = {}
+        for interval, candle in state["rollup"].items():
+            if interval not in _ROLLED:
+                raise ValueError(f"interval {interval!r}")
+            rollup[interval] = Candle.from_state(candle)
+        self.rollup = rollup
 
-    def payload(
-        self, symbol: str, interval: str, precision: int, event_ms: int, closed: bool
-    ) -> bytes:
-        """The ``kline`` event of this candle."""
-        sym = symbol.encode()
-        return _KLINE % (
-            event_ms, sym, self.open_ms, self.close_ms, sym, interval.encode(), self.first_id,
-            self.last_id, _price(self.open, precision), _price(self.close, precision),
-            _price(self.high, precision), _price(self.low, precision), _amount(self.volume),
-            self.count, b"true" if closed else b"false", _amount(self.quote),
-            _amount(self.taker_volume), _amount(self.taker_quote),
-        )  # fmt: skip
+    def rows_since(self, interval: str, open_ms: int) -> list[tuple[int, bytes]]:
+        """(open time, row) of the closed ``interval`` candles opened after ``open_ms``."""
+        history = self.history[interval]
+        out: list[tuple[int, bytes]] = []
+        for entry in reversed(history):
+            if entry[0] <= open_ms:
+                break
+            out.append(entry)
+        out.reverse()
+        return out
 
-
-def _price(value: Decimal, precision: int) -> bytes:
-    return f"{value:.{precision}f}".encode()
-
-
-def _amount(value: Decimal) -> bytes:
-    return format(value.normalize(_CTX), "f").encode()
+    def times(self) -> list[int]:
+        """The open times in the candles being built (for the store's time check)."""
+        candles = [self.minute, *self.rollup.values()]
+        return [c.open_ms for c in candles if c is not None]
 
 
 class Klines:
-    """The candles of every tracked (symbol, interval)."""
+    """The candles of every symbol with a price since statistics started."""
 
-    def __init__(self, universe: SymbolUniverse) -> None:
+    def __init__(self, universe: SymbolUniverse, history: int = HISTORY) -> None:
+        if history < 1:
+            raise ValueError(f"kline history must be at least 1 candle, not {history}")
         self.universe = universe
-        self.tracked: dict[str, dict[str, Candle | None]] = {}
-        self._changed: set[tuple[str, str]] = set()
+        self.history = history
+        self.series: dict[str, Series] = {}
+        self.tracked: dict[str, dict[str, None]] = {}  # streams subscribed: symbol -> intervals
+        self._changed: set[str] = set()
         self._closed: list[tuple[str, str, Candle]] = []
+        self._sent_closed: dict[tuple[str, str], int] = {}  # open time sent with x true
 
     def track(self, symbol: str, interval: str) -> None:
-        """Build ``symbol``'s ``interval`` candles from now on."""
+        """Send ``symbol``'s ``interval`` candles from :meth:`due` from now on."""
         if symbol in self.universe:
-            self.tracked.setdefault(symbol, {}).setdefault(interval, None)
+            self.tracked.setdefault(symbol, {})[interval] = None
 
     def add(self, ticks: Iterable[Tick]) -> None:
         """Take a batch of applied ticks."""
-        tracked = self.tracked
+        series = self.series
+        changed = self._changed
         for tick in ticks:
-            per = tracked.get(tick.symbol)
-            if not per:
-                continue
+            symbol = tick.symbol
+            s = series.get(symbol)
+            if s is None:
+                info = self.universe.get(symbol)
+                if info is None:
+                    continue
+                s = series[symbol] = Series(info.price_precision, self.history)
             price = Decimal(tick.price)
-            for interval, held in per.items():
-                candle = held
-                if candle is None or tick.time_ms > candle.close_ms:
-                    if candle is not None:
-                        self._closed.append((tick.symbol, interval, candle))
-                    candle = per[interval] = Candle(candle_span(interval, tick.time_ms), price)
-                candle.add(price, tick)
-                self._changed.add((tick.symbol, interval))
+            minute = s.minute
+            if minute is None or tick.time_ms > minute.close_ms:
+                if minute is not None:
+                    self._roll(symbol, s, minute)
+                start = tick.time_ms // MINUTE_MS * MINUTE_MS
+                minute = s.minute = Candle((start, start + MINUTE_MS - 1), price)
+            minute.add(price, tick)
+            changed.add(symbol)
+
+    def _roll(self, symbol: str, s: Series, minute: Candle) -> None:
+        """``minute`` has ended: into the history of ``1m`` and each longer candle."""
+        self._close(symbol, s, "1m", minute)
+        rollup = s.rollup
+        for interval in _ROLLED:
+            acc = rollup.get(interval)
+            if acc is not None and minute.open_ms > acc.close_ms:
+                self._close(symbol, s, interval, acc)
+                acc = None
+            if acc is None:
+                rollup[interval] = minute.spanned(candle_span(interval, minute.open_ms))
+            else:
+                acc.merge(minute)
+
+    def _close(self, symbol: str, s: Series, interval: str, candle: Candle) -> None:
+        s.history[interval].append((candle.open_ms, candle.row(s.precision)))
+        per = self.tracked.get(symbol)
+        if (
+            per is not None
+            and interval in per
+            and self._sent_closed.get((symbol, interval)) != candle.open_ms
+        ):
+            self._closed.append((symbol, interval, candle))
+
+    # -- streams --------------------------------------------------------------------------
 
     def due(self, now_ms: int) -> list[tuple[str, str, bytes]]:
-        """(symbol, interval, event) of every candle to send now, in time order per stream."""
+        """(symbol, interval, event) of every subscribed candle to send now, in time order
+        per stream."""
         out: list[tuple[str, str, bytes]] = []
+        sent = self._sent_closed
         for symbol, interval, done in self._closed:
             out.append((symbol, interval, self._payload(symbol, interval, done, now_ms, True)))
+            sent[(symbol, interval)] = done.open_ms
         self._closed = []
+        changed, self._changed = self._changed, set()
         for symbol, per in self.tracked.items():
-            for interval, candle in per.items():
-                if candle is None:
-                    continue
-                if now_ms > candle.close_ms:  # the clock closed it: sent once, closed
-                    out.append(
-                        (symbol, interval, self._payload(symbol, interval, candle, now_ms, True))
-                    )
-                    per[interval] = None
-                    self._changed.discard((symbol, interval))
-                elif (symbol, interval) in self._changed:
-                    out.append(
-                        (symbol, interval, self._payload(symbol, interval, candle, now_ms, False))
-                    )
-        self._changed.clear()
+            s = self.series.get(symbol)
+            if s is None:
+                continue
+            for interval in per:
+                candles = s.pending(interval)
+                for candle in candles:
+                    key = (symbol, interval)
+                    if candle is not candles[-1] or now_ms > candle.close_ms:
+                        if sent.get(key) != candle.open_ms:  # closed: sent once, closed
+                            out.append(
+                                (
+                                    symbol,
+                                    interval,
+                                    self._payload(symbol, interval, candle, now_ms, True),
+                                )
+                            )
+                            sent[key] = candle.open_ms
+                    elif symbol in changed:
+                        out.append(
+                            (
+                                symbol,
+                                interval,
+                                self._payload(symbol, interval, candle, now_ms, False),
+                            )
+                        )
         return out
 
     def _payload(
         self, symbol: str, interval: str, candle: Candle, now_ms: int, closed: bool
     ) -> bytes:
+        s = self.series[symbol]
+        return candle.payload(symbol, interval, s.precision, max(now_ms, candle.open_ms), closed)
+
+    # -- history --------------------------------------------------------------------------
+
+    def rows(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        limit: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[bytes]:
+        """``symbol``'s ``interval`` candles as REST rows, oldest first, as
+        ``GET /fapi/v1/klines`` selects them: open time from ``start_ms`` and up to
+        ``end_ms`` (both inclusive); with ``start_ms`` the first ``limit``, else the last."""
+        s = self.series.get(symbol)
+        if s is None:
+            return []
+        candles = [(c.open_ms, c) for c in s.pending(interval)]
+        every: list[tuple[int, bytes | Candle]] = [*s.history[interval], *candles]
+        times = [t for t, _ in every]
+        lo = 0 if start_ms is None else bisect.bisect_left(times, start_ms)
+        hi = len(times) if end_ms is None else bisect.bisect_right(times, end_ms)
+        if start_ms is not None:
+            hi = min(hi, lo + limit)
+        else:
+            lo = max(lo, hi - limit)
+        return [row if isinstance(row, bytes) else row.row(s.precision) for _, row in every[lo:hi]]
+
+    def restore(
+        self, symbol: str, open_state: object, rows: dict[str, list[tuple[int, bytes]]]
+    ) -> Series | None:
+        """Put back ``symbol``'s candles as the store kept them (None: a symbol the universe
+        does not have)."""
         info = self.universe.get(symbol)
-        precision = info.price_precision if info is not None else 8
-        return candle.payload(symbol, interval, precision, max(now_ms, candle.open_ms), closed)
+        if info is None:
+            return None
+        s = Series(info.price_precision, self.history)
+        s.restore_open(open_state)
+        for interval, entries in rows.items():
+            s.history[interval].extend(sorted(entries))
+        self.series[symbol] = s
+        return s
+
+    def symbols(self) -> Iterator[str]:
+        """The symbols with candles."""
+        return iter(self.series)

@@ -42,6 +42,28 @@ class _Minute:
         self.first_id = self.last_id = -1  # no trade (only plain prices) in this minute
         self.count = 0
 
+    def state(self) -> list[int | str]:
+        """The minute as plain JSON values (what the store keeps)."""
+        texts = (self.open, self.high, self.low, self.close, self.volume, self.quote)
+        return [*(str(t) for t in texts), self.first_id, self.last_id, self.count]
+
+    @classmethod
+    def from_state(cls, minute: int, state: object) -> _Minute:
+        """The minute :meth:`state` gave (ValueError, TypeError or ArithmeticError on
+        anything else)."""
+        if not isinstance(state, list) or len(state) != 9:
+            raise ValueError("not a minute of a 24-hour window")
+        texts, ids = state[:6], state[6:]
+        if not all(type(t) is str for t in texts) or not all(type(n) is int for n in ids):
+            raise TypeError("not a minute of a 24-hour window")
+        values = [Decimal(t) for t in texts]
+        if not all(v.is_finite() and v >= 0 for v in values):
+            raise ValueError("a negative or infinite figure")
+        bucket = cls(minute, values[0])
+        bucket.high, bucket.low, bucket.close, bucket.volume, bucket.quote = values[1:]
+        bucket.first_id, bucket.last_id, bucket.count = ids
+        return bucket
+
 
 class SymbolWindow:
     """One symbol's rolling window (see the module docstring)."""
@@ -85,6 +107,32 @@ class SymbolWindow:
             bucket.quote = _CTX.add(bucket.quote, quote)
             self.volume = _CTX.add(self.volume, qty)
             self.quote = _CTX.add(self.quote, quote)
+
+    def minutes_since(self, minute: int) -> list[tuple[int, list[int | str]]]:
+        """(minute, state) of the buckets from ``minute`` on (what the store writes)."""
+        out = []
+        for bucket in reversed(self.buckets):  # the newest first: usually one or two
+            if bucket.minute < minute:
+                break
+            out.append((bucket.minute, bucket.state()))
+        out.reverse()
+        return out
+
+    def restore(self, minutes: list[tuple[int, object]], last_qty: str) -> None:
+        """Put back the buckets :meth:`minutes_since` gave (in time order; the caller has
+        checked their times), and the last trade's quantity."""
+        for minute, state in minutes:
+            bucket = _Minute.from_state(minute, state)
+            if self.buckets and minute <= self.buckets[-1].minute:
+                raise ValueError("minutes out of order")
+            self.buckets.append(bucket)
+            self.volume = _CTX.add(self.volume, bucket.volume)
+            self.quote = _CTX.add(self.quote, bucket.quote)
+            self.count += bucket.count
+        if self.buckets:
+            self.high = max(b.high for b in self.buckets)
+            self.low = min(b.low for b in self.buckets)
+        self.last_qty = last_qty
 
     def expire(self, now_ms: int) -> bool:
         """Drop the minutes before the window of ``now_ms``; True if any left.
