@@ -38,6 +38,7 @@ READY_RE = re.compile(r"tickerd ready: (wss?://127\.0\.0\.1:(\d+)(/\S*)) \((\d+)
 REST_READY_RE = re.compile(r"tickerd REST ready: (https?://127\.0\.0\.1:\d+)")
 CONTROL_READY_RE = re.compile(r"tickerd control ready: (http://\S+)")
 OPS_READY_RE = re.compile(r"tickerd ops ready: (http://\S+)")
+STREAMS_READY_RE = re.compile(r"tickerd streams ready: (wss?://\S+)")
 # Every port a test server opens is a free one: the REST twin and the ops surface too
 # (their defaults are 9001 and 9003).
 DEFAULT_FLAGS = ("--host", HOST, "--port", "0", "--rest-port", "0", "--ops-port", "0")
@@ -73,6 +74,7 @@ class Server:
     rest_url: str | None = None  # http://127.0.0.1:PORT of the REST twin, if it runs
     control_url: str | None = None  # http://127.0.0.1:PORT of the control plane, if on
     ops_url: str | None = None  # http://127.0.0.1:PORT of the ops surface, if on
+    stream_url: str | None = None  # ws://127.0.0.1:PORT of --stream-port, if given
     lines: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -200,6 +202,9 @@ class ServerFactory:
         with lock:
             ops = [m for m in map(OPS_READY_RE.search, lines) if m]
         srv.ops_url = ops[0].group(1) if ops else None
+        with lock:
+            streams = [m for m in map(STREAMS_READY_RE.search, lines) if m]
+        srv.stream_url = streams[0].group(1) if streams else None
         self.started.append(srv)
         if minute_margin:
             avoid_window_edge(60.0, minute_margin)

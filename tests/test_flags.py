@@ -80,6 +80,8 @@ BAD: dict[str, list[tuple[str, str]]] = {
     "handshake_timeout": [("0", "from 0.1 to 3600 s"), ("3601", "to 3600")],
     "close_timeout": [("0", "from 0.1 to 3600 s"), ("-1", "from 0.1")],
     "streams": [("yes", "one of on, off"), ("", "one of on, off")],
+    "stream_port": [("70000", "from -1 to 65535 (0: any free port, -1: on the WebSocket API port)"),
+                    ("-2", "from -1 to 65535"), ("abc", "an integer")],
     "stream_max_streams": [("0", "from 1 to 65536"), ("65537", "to 65536"), ("1.5", "an integer")],
     "stream_messages_per_s": [("0", "from 1 to 100000 per s"), ("100001", "to 100000"),
                               ("-1", "from 1")],
@@ -133,6 +135,7 @@ GOOD: dict[str, list[tuple[str, Any]]] = {
     "ping_interval": [("0.2", 0.2)],
     "max_lifetime": [("1", 1.0)],
     "streams": [("OFF", "off"), ("on", "on")],
+    "stream_port": [("-1", -1), ("0", 0), ("9005", 9005)],
     "stream_max_streams": [("1", 1), ("65536", 65536)],
     "stream_messages_per_s": [("1", 1), ("100000", 100_000)],
     "stream_max_lifetime": [("1", 1.0), ("2592000", 2_592_000.0)],
@@ -288,6 +291,7 @@ def test_a_flag_wins_over_its_variable_and_an_empty_variable_is_unset() -> None:
         (["--control-token", "t"], "--control-token means nothing without --control-port"),
         (["--control-host", "0.0.0.0"], "--control-host means nothing without --control-port"),
         (["--redis-prefix", "app:"], "--redis-prefix means nothing without --redis"),
+        (["--streams", "off", "--stream-port", "0"], "--stream-port means nothing without --streams on"),
     ],
 )  # fmt: skip
 def test_a_flag_without_what_it_needs_is_refused(args: list[str], message: str) -> None:
@@ -302,6 +306,8 @@ def test_a_flag_without_what_it_needs_is_refused(args: list[str], message: str) 
         (["--port", "9001"], "--rest-port 9001 is also --port on 127.0.0.1"),
         (["--feed", "push", "--push-token", "t", "--push-port", "9000"], "--push-port 9000 is also --port on 127.0.0.1"),
         (["--control-port", "9001", "--control-token", "t"], "--control-port 9001 is also --rest-port on 127.0.0.1"),
+        (["--stream-port", "9000"], "--stream-port 9000 is also --port on 127.0.0.1"),
+        (["--stream-port", "9001"], "--stream-port 9001 is also --rest-port on 127.0.0.1"),
     ],
 )  # fmt: skip
 def test_two_surfaces_on_one_port_are_refused(args: list[str], message: str) -> None:

@@ -41,7 +41,7 @@ from .transport.resources import fd_warning, soft_fd_limit
 from .transport.streams import StreamGate
 from .transport.ws import WSServer
 from .validation import check_settings
-from .wiring import stream_gate, stream_hub, ws_options
+from .wiring import stream_gate, stream_hub, stream_server, ws_options
 
 if TYPE_CHECKING:
     from .cluster.node import ClusterNode
@@ -107,6 +107,7 @@ class Service:
         self.registry = FeedRegistry(feeds)
         self.ws: WSServer | None = None
         self.streams: StreamGate | None = None
+        self.stream_ws: WSServer | None = None  # --stream-port
         self.http: HTTPServer | None = None
         self.control_http: ControlHTTPServer | None = None
         self.store: PriceStore | None = (
@@ -156,6 +157,14 @@ class Service:
         return f"{scheme}://{netloc(self.settings.host, self.ws.port)}{self.settings.path}"
 
     @property
+    def stream_url(self) -> str | None:
+        """The market streams' base URL (``ws://host:port``), or None when they are off."""
+        server = self.stream_ws or (self.ws if self.streams is not None else None)
+        if server is None:
+            return None
+        return f"{'wss' if self.tls else 'ws'}://{netloc(self.settings.host, server.port)}"
+
+    @property
     def rest_url(self) -> str | None:
         """The REST base URL (``http://host:port``), or None when REST is off."""
         if self.http is None:
@@ -170,7 +179,7 @@ class Service:
         feeds = [FeedHealth(f.name, self._feed_status(f), self._priced(f)) for f in self.registry]
         if self.cluster is not None:
             feeds = self.cluster.health_feeds(feeds)
-        connections = len(self.ws.connections) if self.ws else 0
+        connections = sum(len(w.connections) for w in (self.ws, self.stream_ws) if w)
         status, doc = assess(feeds, symbols=len(self.book), connections=connections)
         if self.worker is not None:
             doc["worker"] = {"index": self.worker, "pid": os.getpid()}
@@ -241,8 +250,15 @@ class Service:
         if self.proxies is not None:
             self._trust_proxies(self.ws, self.http)
         if s.streams == "on":
-            self.streams = self.ws.streams = stream_gate(s, self.hub, self.clock)
+            self.streams = stream_gate(s, self.hub, self.clock)
             await self.streams.start()
+            if s.stream_port < 0:
+                self.ws.streams = self.streams
+            else:  # --stream-port: the streams on a port of their own
+                sock = self.sockets.get("streams")
+                self.stream_ws = stream_server(s, self.ws, self.streams, sock, self.health_report)
+                await self.stream_ws.start()
+                log.info("tickerd streams ready: %s", self.stream_url)
         await self.ws.start()
         if self.http is not None:
             await self.http.start()
@@ -348,6 +364,8 @@ class Service:
             await self.http.stop()
         if self.ws is not None:
             await self.ws.stop()
+        if self.stream_ws is not None:
+            await self.stream_ws.stop()
         if self.streams is not None:
             await self.streams.stop()
         if self.cluster is not None:

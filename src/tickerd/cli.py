@@ -204,6 +204,8 @@ def _supervise(settings: Settings) -> int:
     ports = {"ws": settings.port}
     if settings.rest_port >= 0:
         ports["rest"] = settings.rest_port
+    if settings.streams == "on" and settings.stream_port >= 0:
+        ports["streams"] = settings.stream_port
     plan: GroupPlan | None = None
     try:
         # The supervisor owns the ops port; each worker shows its view privately.
@@ -224,10 +226,11 @@ def _supervise(settings: Settings) -> int:
         print(f"tickerd: {exc}", file=sys.stderr)
         return 1
     logging.getLogger("tickerd.supervisor").info(
-        "tickerd supervisor: %d workers, WebSocket port %d, REST port %s",
+        "tickerd supervisor: %d workers, WebSocket port %d, REST port %s%s",
         n,
         bound["ws"],
         bound.get("rest", "off"),
+        f", stream port {bound['streams']}" if "streams" in bound else "",
     )
     try:
         return supervisor.run()
@@ -258,6 +261,7 @@ def _worker(
         settings,
         port=ports["ws"],
         rest_port=ports.get("rest", -1),
+        stream_port=ports.get("streams", -1),
         control_port=settings.control_port if index == 0 else -1,
         ops_port=-1,
     )

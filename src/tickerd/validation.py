@@ -386,6 +386,7 @@ def _check_ports(settings: Settings) -> None:
     surfaces = [
         ("port", settings.host, settings.port, True),
         ("rest_port", settings.host, settings.rest_port, settings.rest_port >= 0),
+        ("stream_port", settings.host, settings.stream_port, settings.stream_port >= 0),
         ("push_port", settings.push_host, settings.push_port, "push" in feeds),
         ("control_port", settings.control_host, settings.control_port, settings.control_port >= 0),
         ("ops_port", settings.ops_host, settings.ops_port, settings.ops_port >= 0),

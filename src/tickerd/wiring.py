@@ -6,7 +6,9 @@ and never read :class:`~tickerd.config.Settings`.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from .book import PriceBook
@@ -15,10 +17,10 @@ from .config import Settings
 from .streams.hub import StreamHub
 from .streams.session import StreamLimits
 from .transport.streams import StreamGate
-from .transport.ws import WSOptions
+from .transport.ws import WSOptions, WSServer
 from .wsconn import Limits
 
-__all__ = ["stream_gate", "stream_hub", "ws_options"]
+__all__ = ["stream_gate", "stream_hub", "stream_server", "ws_options"]
 
 
 def ws_options(
@@ -67,3 +69,20 @@ def stream_gate(settings: Settings, hub: StreamHub, clock: Clock) -> StreamGate:
     )
     bounds = StreamLimits(s.stream_max_streams, s.stream_messages_per_s)
     return StreamGate(hub, clock, bounds, limits)
+
+
+def stream_server(
+    settings: Settings,
+    api: WSServer,
+    gate: StreamGate,
+    sock: Any,
+    health: Callable[[], tuple[int, dict[str, Any]]],
+) -> WSServer:
+    """The market streams' own port (``--stream-port``): the WebSocket API port's TLS,
+    limits and load-balancer hooks, and one bound on unsent bytes with it."""
+    options = dataclasses.replace(api.options, port=settings.stream_port, sock=sock, api=False)
+    server = WSServer(api.protocol, api.clock, options, health=health)
+    server.streams = gate
+    server.budget = api.budget  # --max-total-send-buffer-bytes bounds the process
+    server.client_of, server.wrap = api.client_of, api.wrap  # --trusted-proxy
+    return server

@@ -75,6 +75,7 @@ REQUIREMENTS: dict[str, Requirement] = {
         "--feed with mirror or push", lambda s: bool({"mirror", "push"} & set(_feeds_of(s)))
     ),
     "store": Requirement("--store", lambda s: bool(s.store)),
+    "streams": Requirement("--streams on", lambda s: s.streams == "on"),
     "control": Requirement("--control-port", lambda s: s.control_port >= 0),
     "ops": Requirement("--ops-port", lambda s: s.ops_port >= 0),
     "redis": Requirement("--redis", lambda s: bool(s.redis)),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .schema import DAY_S, SECONDS, setting
+from .schema import DAY_S, PORT_OR_OFF, SECONDS, setting
 
 
 @dataclass
 class StreamSettings:
-    """Market streams on the WebSocket API port and the bounds of their sockets."""
+    """Market streams (on the WebSocket API port or one of their own) and the bounds of
+    their sockets."""
 
     streams: str = setting(
         "on",
@@ -23,6 +24,15 @@ class StreamSettings:
         group="streams",
         kind="choice",
         choices=("on", "off"),
+    )
+    stream_port: int = setting(
+        -1,
+        help="a port of their own for the market streams (then the WebSocket API port serves none)",
+        group="streams",
+        kind="int",
+        requires="streams",
+        **PORT_OR_OFF,
+        special={0: "any free port", -1: "on the WebSocket API port"},
     )
     stream_max_streams: int = setting(
         1024,

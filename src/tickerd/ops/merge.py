@@ -16,7 +16,8 @@ and merges them here.
   ``tickerd_worker_up{worker}`` alone says which workers answered.
 * Status: every client IP is pinned to one worker (the reuseport program), so the per-IP
   lists of the workers are disjoint and their union sorted again is exact; each entry
-  names its ``worker``. Lists stay bounded: clients and IPs to ``top``, bans and faults to
+  names its ``worker``. The stream figures add up (a silent stream name's subscriptions
+  summed over the workers). Lists stay bounded: clients and IPs to ``top``, bans and faults to
   :data:`~tickerd.ops.status.MAX_LISTED`, prices too.
 * A worker that did not answer within its fetch timeout is listed as ``down`` with the
   reason. Its gauges leave the sums; its counters stay in them at the values it last
@@ -261,6 +262,35 @@ def _connections(docs: Sequence[tuple[int, dict[str, Any]]], top: int) -> dict[s
     }
 
 
+def _streams(docs: Sequence[tuple[int, dict[str, Any]]], top: int) -> dict[str, Any] | None:
+    """The workers' stream figures added up; the silent names summed by name and listed
+    to ``top`` again (their count exact when every worker listed all of its own)."""
+    parts = [doc["streams"] for _, doc in docs if doc.get("streams") is not None]
+    if not parts:
+        return None
+    merged: dict[str, Any] = {"port": parts[0]["port"]}
+    for key in ("connections", "connections_opened", "streams", "subscriptions",
+                "silent_subscriptions", "events", "frames"):  # fmt: skip
+        merged[key] = sum(p[key] for p in parts)
+    by_type: dict[str, int] = {}
+    cut: dict[str, int] = {}
+    silent: dict[str, int] = {}
+    for p in parts:
+        for table, into in ((p["by_type"], by_type), (p["cut"], cut), (p["silent"], silent)):
+            for name, n in table.items():
+                into[name] = into.get(name, 0) + n
+    complete = all(len(p["silent"]) == p["silent_total"] for p in parts)
+    listed = heapq.nsmallest(top, silent.items(), key=lambda kv: (-kv[1], kv[0]))
+    merged |= {
+        "by_type": dict(sorted(by_type.items())),
+        "silent": dict(listed),
+        "silent_total": len(silent) if complete else sum(p["silent_total"] for p in parts),
+        "cut": cut,
+        "symbols_in_window": max(p["symbols_in_window"] for p in parts),
+    }
+    return merged
+
+
 def merge_status(
     views: Sequence[WorkerView], top: int, *, uptime_s: float, now_ms: int
 ) -> dict[str, Any]:
@@ -285,6 +315,7 @@ def merge_status(
         "bans_total": bans_total,
         "feeds": _feeds(docs),
         "connections": _connections(docs, top),
+        "streams": _streams(docs, top),
         "faults": faults,
         "faults_total": sum(doc["faults_total"] for _, doc in docs),
         "workers": [

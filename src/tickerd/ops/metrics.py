@@ -89,10 +89,63 @@ def figures(service: Service, tracker: FeedTracker) -> dict[str, Any]:
             if store is not None
             else None
         ),
+        "streams": _streams(service),
         "symbols": len(service.book),
         "faults_armed": len(service.faults.faults),
         "version": tickerd_version(),
     }
+
+
+def _streams(service: Service) -> dict[str, Any] | None:
+    gate = service.streams
+    if gate is None:
+        return None
+    hub = gate.hub
+    return {
+        "open": len(gate.sockets),
+        "opened": gate.opened,
+        "by_type": sorted(hub.by_type().items()),
+        "silent": sum(hub.silent.values()),
+        "events": hub.events,
+        "frames": hub.frames,
+        "cut": sorted(gate.cut.items()),
+    }
+
+
+def _stream_families(fig: dict[str, Any]) -> Iterator[Metric]:
+    yield _gauge("tickerd_stream_connections_open", "open market-stream sockets", fig["open"])
+    yield CounterMetricFamily(
+        "tickerd_stream_connections_opened",
+        "market-stream sockets that completed the handshake",
+        value=fig["opened"],
+    )
+    subs = GaugeMetricFamily(
+        "tickerd_stream_subscriptions",
+        "subscriptions to published streams, by stream type (kline: every interval)",
+        labels=["type"],
+    )
+    for kind, n in fig["by_type"]:
+        subs.add_metric([kind], n)
+    yield subs
+    yield _gauge(
+        "tickerd_stream_silent_subscriptions",
+        "subscriptions acknowledged to well-formed streams tickerd does not publish",
+        fig["silent"],
+    )
+    yield CounterMetricFamily(
+        "tickerd_stream_events", "stream events printed (each once)", value=fig["events"]
+    )
+    yield CounterMetricFamily(
+        "tickerd_stream_frames",
+        "stream frames handed to subscribers (one event to N subscribers: N frames)",
+        value=fig["frames"],
+    )
+    yield _counter(
+        "tickerd_stream_subscribers_cut",
+        "stream sockets cut off, by reason (slow_reader, send_budget, too_many_messages)",
+        ["reason"],
+        [[reason, n] for reason, n in fig["cut"]],
+    )
 
 
 def _buckets(h: dict[str, Any]) -> tuple[list[tuple[str, float]], float]:
@@ -224,6 +277,8 @@ def families(fig: dict[str, Any]) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "tickerd_store_ticks_written", "ticks written to the store", value=store["written"]
         )
+    if fig.get("streams") is not None:
+        yield from _stream_families(fig["streams"])
     yield _gauge("tickerd_symbols_priced", "symbols with a price in the book", fig["symbols"])
     yield _gauge("tickerd_faults_armed", "control-plane faults armed", fig["faults_armed"])
 

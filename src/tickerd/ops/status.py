@@ -2,7 +2,8 @@
 
 Per-IP used weight against the limit (the heaviest ``top``), active bans with their end
 (epoch ms on the service clock and ISO 8601 UTC), feeds and their states, connections
-(open, bound, the IPs with most), armed faults, uptime and version. Every list is bounded
+(open, bound, the IPs with most), the market streams' figures, armed faults, uptime and
+version. Every list is bounded
 (``top``, :data:`MAX_LISTED`) and carries an exact ``*_total`` count beside it. Per-IP
 figures live here and never in ``/metrics``, whose labels must stay bounded.
 """
@@ -122,6 +123,18 @@ def connections(service: Service, top: int) -> dict[str, Any]:
     }
 
 
+def streams(service: Service, top: int) -> dict[str, Any] | None:
+    """The market streams: sockets, subscriptions by type, the acknowledged names tickerd
+    does not publish (the ``top`` most subscribed), events and frames sent, subscribers cut
+    off; None when the streams are off. ``port``: their own (``--stream-port``), or None on
+    the WebSocket API port."""
+    gate = service.streams
+    if gate is None:
+        return None
+    own = service.stream_ws
+    return {"port": own.port if own is not None else None, **gate.status(top)}
+
+
 def faults(service: Service) -> list[dict[str, Any]]:
     """The armed control-plane faults, as the control plane describes them."""
     armed = service.faults.faults.values()
@@ -151,6 +164,7 @@ def status(
         "bans_total": banned,
         "feeds": feeds(service, tracker, now),
         "connections": connections(service, top),
+        "streams": streams(service, top),
         "faults": listed_faults,
         "faults_total": len(service.faults.faults),
     }

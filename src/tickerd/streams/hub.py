@@ -25,6 +25,7 @@ shared frames, written with one call.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -39,6 +40,7 @@ AGG_TRADE_S = 0.1  # @aggTrade: 100 ms
 ARR_S = 1.0  # !miniTicker@arr, !ticker@arr: 1 s, changed symbols only
 MINI_S = 2.0  # <symbol>@miniTicker, <symbol>@ticker: 2 s
 KLINE_S = 0.25  # <symbol>@kline_<interval>: 250 ms
+SILENT_LISTED = 1000  # silent names listed at most by status()
 ALL_MINI = "!miniTicker@arr"
 ALL_TICKER = "!ticker@arr"
 #: The statistics streams: (all-market name, index of the per-symbol name, payload).
@@ -271,12 +273,27 @@ class StreamHub:
             self.frames += len(frames)
             sub.deliver(frames)
 
-    def status(self) -> dict[str, object]:
-        """What ``/status`` shows of the streams."""
+    def by_type(self) -> dict[str, int]:
+        """Subscriptions with events per stream type (``aggTrade``, ``kline`` for every
+        interval, ``!miniTicker@arr`` ...)."""
+        out: dict[str, int] = {}
+        for name, subs in self.subs.items():
+            kind = name if name.startswith("!") else name.partition("@")[2]
+            kind = "kline" if kind.startswith("kline_") else kind
+            out[kind] = out.get(kind, 0) + len(subs)
+        return dict(sorted(out.items()))
+
+    def status(self, top: int = SILENT_LISTED) -> dict[str, object]:
+        """What ``/status`` shows of the streams (``silent``: the ``top`` acknowledged
+        names tickerd does not publish with most subscriptions, and their counts)."""
+        silent = heapq.nsmallest(top, self.silent.items(), key=lambda kv: (-kv[1], kv[0]))
         return {
             "streams": len(self.subs),
             "subscriptions": self.subscriptions,
-            "silent": dict(sorted(self.silent.items())),
+            "by_type": self.by_type(),
+            "silent": dict(silent),
+            "silent_total": len(self.silent),
+            "silent_subscriptions": sum(self.silent.values()),
             "events": self.events,
             "frames": self.frames,
             "symbols_in_window": len(self.windows.windows),

@@ -114,6 +114,10 @@ class SendBudget:
         self.room = self.limit - self.total - self.aborted
         return transport in self._aborted
 
+    def was_cut(self, transport: asyncio.WriteTransport) -> bool:
+        """Whether this budget aborted ``transport`` (until :meth:`forget` is told)."""
+        return transport in self._aborted
+
     def forget(self, transport: asyncio.WriteTransport) -> None:
         """``transport`` is closed: drop its backlog (and trim memory if it was large)."""
         size = self.sizes.pop(transport, 0)

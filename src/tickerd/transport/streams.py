@@ -1,5 +1,5 @@
-"""Market-stream sockets on the WebSocket API's port: the picows side of
-:mod:`tickerd.streams`.
+"""Market-stream sockets (on the WebSocket API's port, or on one of their own): the picows
+side of :mod:`tickerd.streams`.
 
 :class:`StreamGate` is what the WS server asks when an upgrade names a stream path
 (``/ws/…``, ``/stream?streams=…``, under ``/market`` or ``/public``): it checks the names
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..protocol import Reply, Session
-from ..streams.hub import AGG_TRADE_S, StreamHub
+from ..streams.hub import AGG_TRADE_S, SILENT_LISTED, StreamHub
 from ..streams.names import StreamPath, parse_name, parse_path
 from ..streams.session import StreamLimits, StreamSession
 from ..wsconn import Limits, State, WSConnection
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 _COUNTED = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG,
             WSMsgType.CONTINUATION)  # fmt: skip
+#: Why a subscriber was cut off: it stopped reading (its own send buffer bound, or the
+#: largest backlog when all connections together passed theirs), or it sent more than its
+#: messages a second.
+CUT_REASONS = ("slow_reader", "send_budget", "too_many_messages")
 _BINARY_REPLY: Reply = (
     b'{"error":{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"},"id":null}',
 )
@@ -61,12 +65,21 @@ class StreamConnection(Connection):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         super().on_ws_connected(transport)
+        self.gate.sockets.add(self)
+        self.gate.opened += 1
         names = tuple(n for n in self.path.names if parse_name(n) is not None)
         self.stream.open_with(names)  # counted by the gate before the upgrade
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.server.budget.was_cut(transport.underlying_transport):
+            self.gate.cut["send_budget"] += 1
         super().on_ws_disconnected(transport)
+        self.gate.sockets.discard(self)
         self.stream.close()
+
+    def count_cut(self) -> None:
+        super().count_cut()
+        self.gate.cut["slow_reader"] += 1
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if (
@@ -74,6 +87,7 @@ class StreamConnection(Connection):
             and self.conn.state is State.OPEN
             and not self.stream.allow_message(self.server.loop.time())
         ):
+            self.gate.cut["too_many_messages"] += 1
             self.conn.close(1008, "Too many requests", self.server.loop.time())
             self.flush()
             return
@@ -101,9 +115,22 @@ class StreamGate:
         self.clock = clock
         self.limits = limits
         self.conn_limits = conn_limits
+        self.sockets: set[StreamConnection] = set()  # open stream sockets (ops)
+        self.opened = 0  # stream sockets that completed the handshake (ops)
+        self.cut: dict[str, int] = dict.fromkeys(CUT_REASONS, 0)  # subscribers cut off (ops)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self._flush_due = False
+
+    def status(self, top: int = SILENT_LISTED) -> dict[str, object]:
+        """What ``/status`` shows of the streams: sockets, subscriptions, silent names (the
+        ``top`` most subscribed), events and frames sent, subscribers cut off by reason."""
+        return {
+            "connections": len(self.sockets),
+            "connections_opened": self.opened,
+            **self.hub.status(top),
+            "cut": dict(self.cut),
+        }
 
     @staticmethod
     def match(path: str, query: str) -> StreamPath | None:

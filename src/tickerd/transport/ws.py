@@ -92,6 +92,7 @@ class WSOptions:
     ssl: ssl.SSLContext | None = None  # serve wss:// with this context
     max_total_send_buffer_bytes: int = 64 * 1024 * 1024  # over all connections (budget.py)
     sock: Any = None  # a listening socket handed over (a supervisor's worker), else bind
+    api: bool = True  # serve the WS API at ``path`` (False: a port of the streams alone)
 
     def limits(self) -> Limits:
         """The per-connection bounds and timers."""
@@ -237,8 +238,12 @@ class Connection(WSListener):
             budget.note(transport, size)
         if size > self.server.options.max_send_buffer_bytes:
             log.warning("cutting off %s: it is not reading its replies", self.session.client)
-            self.server.slow_readers_cut += 1
+            self.count_cut()
             ws.disconnect(graceful=False)
+
+    def count_cut(self) -> None:
+        """Count this connection as cut off for not reading (ops)."""
+        self.server.slow_readers_cut += 1
 
     @staticmethod
     def _end(ws: WSTransport, c: WSConnection) -> None:
@@ -363,8 +368,8 @@ class WSServer:
         """Answer an upgrade request from ``ip``: a :class:`Connection` or a refusal.
 
         Checked in order: ``Host`` (exactly one, RFC 7230 §5.4: else 400), the path
-        (``/healthz``, a market-stream path when :attr:`streams` is set — 400 for
-        malformed names —, else 404), ``Sec-WebSocket-Version`` (13, else 426 naming it, RFC
+        (``/healthz``, the WS API's unless ``options.api`` is off, a market-stream path when
+        :attr:`streams` is set — 400 for too many names —, else 404), ``Sec-WebSocket-Version`` (13, else 426 naming it, RFC
         6455 §4.4), then the limits (503 open connections, 429 attempts, 429/418 weight).
         """
         hosts = request.headers.getall("Host", [])
@@ -376,7 +381,7 @@ class WSServer:
             body = orjson.dumps(doc)
             return response(body) if status == 200 else refusal(status, body)
         stream = None
-        if path != self.options.path:
+        if path != self.options.path or not self.options.api:
             stream = None if self.streams is None else self.streams.match(path, query)
             if stream is None:
                 return None  # 404
