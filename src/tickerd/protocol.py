@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from . import weights
+from . import shapes, weights
 from .book import PriceBook
 from .counters import ApiCounters
 from .errors import (
@@ -150,11 +150,32 @@ class Protocol:
             BinanceError.of(ErrorCode.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "returnRateLimits")
         )
         self._unknown_method = orjson.dumps({"code": -1000, "msg": UNKNOWN_METHOD_MSG})
+        self._shaped = -1
+        self._tails: dict[bytes, Any] = {}
+        self._heads: dict[bytes, Any] = {}
+        self._build_shapes()
 
     # -- entry point ---------------------------------------------------------------------
 
     def handle(self, payload: bytes, session: Session, now_ms: int) -> Reply:
         """Answer one text frame. Raises :class:`CloseConnection` on invalid UTF-8."""
+        if payload.startswith(_ID_FIRST):
+            end = payload.find(b",", 6)
+            symbol = self._tails.get(payload[end:], _MISS)
+            if symbol is not _MISS:
+                start = 7 if payload[6] == 32 else 6
+                if _ID_TOKEN(payload, start, end) is not None:
+                    return self._price(payload[start:end], symbol, _NO_PARAMS, session, now_ms)
+        elif payload.endswith(b"}"):
+            reply = self._id_last(payload, session, now_ms)
+            if reply is not None:
+                return reply
+        return self.handle_parsed(payload, session, now_ms)
+
+    def handle_parsed(self, payload: bytes, session: Session, now_ms: int) -> Reply:
+        """:meth:`handle` through the JSON parser alone, without the byte-shape shortcut."""
+        if len(self.book.universe) != self._shaped:
+            self._build_shapes()  # symbols listed later: their frames came here first
         try:
             request = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -183,6 +204,24 @@ class Protocol:
                 self.counters.unknown += 1  # ops
                 return self._error(rid, 400, self._unknown_method, session, params, now_ms)
         return handler(rid, params, session, now_ms)
+
+    def _build_shapes(self) -> None:
+        names = [info.symbol for info in self.book.universe]
+        self._shaped = len(names)
+        self._tails = shapes.tails(names, _ABSENT)
+        self._heads = shapes.heads(names, _ABSENT)
+
+    def _id_last(self, payload: bytes, session: Session, now_ms: int) -> Reply | None:
+        """The reply to an id-last frame of a common shape, or None (see :mod:`.shapes`)."""
+        at = payload.rfind(_ID_MEMBER)
+        symbol = self._heads.get(payload[:at], _MISS) if at > 0 else _MISS
+        if symbol is _MISS:
+            return None
+        start = at + 6 if payload[at + 5] == 32 else at + 5
+        end = len(payload) - 1
+        if _ID_TOKEN(payload, start, end) is None:
+            return None
+        return self._price(payload[start:end], symbol, _NO_PARAMS, session, now_ms)
 
     def refused(self, payload: bytes, session: Session, error: BinanceError) -> Reply | None:
         """The reply refusing a request with ``error`` (429/418 forced by the control plane).
@@ -222,7 +261,11 @@ class Protocol:
     # -- methods -------------------------------------------------------------------------
 
     def _ticker_price(self, rid: bytes, params: dict[str, Any], s: Session, now: int) -> Reply:
-        symbol = params.get("symbol", _ABSENT)
+        return self._price(rid, params.get("symbol", _ABSENT), params, s, now)
+
+    def _price(
+        self, rid: bytes, symbol: Any, params: dict[str, Any], s: Session, now: int
+    ) -> Reply:
         has_symbol = symbol is not _ABSENT
         weight = self._weight_one if has_symbol else self._weight_all
         self.counters.price += 1  # ops
@@ -306,6 +349,10 @@ class Protocol:
 
 
 _ABSENT: Any = object()
+_MISS: Any = object()
+_ID_TOKEN = shapes.ID_TOKEN
+_ID_FIRST = shapes.ID_FIRST
+_ID_MEMBER = shapes.ID_MEMBER
 # Bodies at least this large (the all-symbols array) are passed by reference, never copied.
 _SPLICE_ABOVE = 4096
 _OK_SHOW = b'{"id":%s,"status":200,"result":%s%s%d}]}'
