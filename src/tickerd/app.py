@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import hotpath
 from .book import PriceBook
 from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
@@ -256,6 +257,7 @@ class Service:
         if (fd_note := self._fd_warning()) is not None:
             log.warning("%s", fd_note)
         served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
+        log.info("hot path: %s", hotpath.describe())
         log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
 
     def _rest_options(self) -> RestOptions:
