@@ -198,6 +198,7 @@ class Service:
         If any step fails, everything started so far is stopped before the error
         propagates: no feed task, open store or listening port is left behind.
         """
+        log.info("hot path: %s", hotpath.describe())
         try:
             await self._start()
         except BaseException:
@@ -257,7 +258,6 @@ class Service:
         if (fd_note := self._fd_warning()) is not None:
             log.warning("%s", fd_note)
         served = self.registry.claimed().union(t.symbol for t in self.book.ticks())
-        log.info("hot path: %s", hotpath.describe())
         log.info("tickerd ready: %s (%d symbols)", self.url, len(served))
 
     def _rest_options(self) -> RestOptions:
