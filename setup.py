@@ -118,8 +118,11 @@ def extensions() -> list[object]:
     clean_in_place(MODULES)
     try:
         # The build environment holds no runtime dependencies: their types are not needed
-        # to compile (calls into them stay Python calls).
-        paths = ["--ignore-missing-imports", *sources()]
+        # to compile (calls into them stay Python calls), so what strict mode says about
+        # values of unknown type is left to the lint gate, which sees them typed.
+        relaxed = ["--ignore-missing-imports", "--no-warn-return-any", "--allow-subclassing-any"]
+        relaxed += ["--no-warn-unused-ignores", "--allow-untyped-calls", "--allow-any-generics"]
+        paths = [*relaxed, *sources()]
         built = list(mypycify(paths, opt_level="3", group_name="tickerd_hotpath"))
     except (Exception, SystemExit) as exc:  # mypy refused the sources: stay pure
         say(f"mypyc could not compile the request path ({exc}); installing pure Python")
