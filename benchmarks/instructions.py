@@ -243,6 +243,15 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, float]
             proc.wait()
 
 
+def hot_path() -> str:
+    """Which request path the measured tickerd runs (it inherits this environment)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from tickerd import hotpath; print(hotpath.describe())"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests per phase")
@@ -265,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, AssertionError, OSError, subprocess.SubprocessError) as exc:
                 print(f"instructions: {kind}: {exc}", file=sys.stderr)
                 return 1
+    print(f"tickerd hot path: {hot_path()}\n")
     print(f"instructions per request ({args.requests} requests per phase, {args.conns} "
           f"connections, pipelined depth {args.depth}):\n")  # fmt: skip
     print("| server | pipelined | unpipelined |\n|---|---:|---:|")

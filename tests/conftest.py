@@ -150,7 +150,12 @@ class ServerFactory:
         Returns once the server has logged that it is ready, and (unless ``minute_margin``
         is 0) not within ``minute_margin`` seconds of a rate-limit window boundary.
         """
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICKERD_")}
+        # TICKERD_PURE stays: a suite run on the pure path serves from the pure path too.
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TICKERD_") or k == "TICKERD_PURE"
+        }
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, "-m", "tickerd", "serve", *DEFAULT_FLAGS, *flags]

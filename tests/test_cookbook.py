@@ -329,6 +329,8 @@ NOT_RUN_HERE = {
     "recording-format": "tests/test_recording.py reads the files a recording mirror writes",
     "recording-replay": "needs Binance; tests/test_recording.py records a fake upstream, replays it",
     "symbols-fetch": "needs Binance; tests/test_symbols_fetch.py fetches from a fake upstream",
+    "compiled-path": "tests/test_hotpath.py serves and tests with TICKERD_PURE=1; "
+    "tests/test_fresh_install.py builds without a compiler",
     "scale-out": "a machine per node; tests/test_workers.py runs --workers, "
     "tests/test_cluster_redis.py two nodes on a real redis-server",
 }

@@ -101,12 +101,31 @@ def test_wheel_has_license_metadata_and_no_deprecation_warnings(
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         license_file = next(n for n in names if n.endswith("/licenses/LICENSE"))
         assert zf.read(license_file) == (home / "LICENSE").read_bytes()
+    assert any(n.startswith("tickerd/protocol.") and n.endswith(".so") for n in names) == (
+        shutil.which("gcc") is not None
+    )
     assert "License-Expression: MIT" in meta.splitlines()
     assert "License-File: LICENSE" in meta.splitlines()
     assert (
         "MIT License" in (home / "LICENSE").read_text()
         and "tickerd contributors" in (home / "LICENSE").read_text()
     )
+
+
+def test_without_a_compiler_the_wheel_is_pure_python(clone: tuple[Path, dict[str, str]]) -> None:
+    home, env = clone
+    out = sh(
+        "CC=/nonexistent/cc .venv/bin/pip wheel --no-deps -v -w dist-pure .",
+        home,
+        env,
+        INSTALL_TIMEOUT_S,
+    )
+    assert "tickerd build: no C compiler (/nonexistent/cc) found; installing pure Python" in out
+    (wheel,) = (home / "dist-pure").glob("tickerd-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "tickerd/protocol.py" in names and not [n for n in names if n.endswith(".so")]
 
 
 def test_thirty_seconds_then_the_cli_lines(clone: tuple[Path, dict[str, str]]) -> None:
@@ -152,6 +171,8 @@ def test_thirty_seconds_then_the_cli_lines(clone: tuple[Path, dict[str, str]]) -
         server.terminate()
         _, err = server.communicate(timeout=15)
     assert server.returncode == 0 and b"Traceback" not in err, err[-3000:]
+    if shutil.which("gcc") is not None:  # the README's install compiled the request path
+        assert b"hot path: compiled (mypyc)" in err, err[-3000:]
 
 
 def test_the_pytest_example_needs_only_tickerd(clone: tuple[Path, dict[str, str]]) -> None:

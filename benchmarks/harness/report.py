@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from contextlib import suppress
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +24,16 @@ def package_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def hot_path() -> str:
+    """Which request path the tickerd servers run (they inherit this environment:
+    ``TICKERD_PURE=1`` measures the pure-Python path of a compiled install)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from tickerd import hotpath; print(hotpath.describe())"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or f"unknown ({done.stderr.strip()[-200:]})"
 
 
 def machine() -> Result:
@@ -43,6 +54,7 @@ def machine() -> Result:
         "gcc": gcc.stdout.splitlines()[0] if gcc.stdout else "unknown",
         "packages": {p: package_version(p) for p in ("tickerd", "picows", "uvloop", "orjson", "websockets")},
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "hot_path": hot_path(),
     }  # fmt: skip
 
 
@@ -299,6 +311,7 @@ def render_md(doc: Result) -> str:
         f"- Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, "
         + f"Python {m['python']}, {m['gcc']}",
         f"- Packages: {pk}",
+        f"- tickerd hot path: {m.get('hot_path', 'not recorded')}",
         *md_peers(doc.get("peers", {})),
         "- Generator: loadgen (benchmarks/loadgen.c, gcc -O2), UUID-shaped request ids; "
         + (

@@ -8,6 +8,8 @@ from a local price book.
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+# First: it chooses between the compiled request path and its sources (hotpath.py).
+from . import hotpath  # noqa: F401
 from .book import PriceBook, TickRejected
 from .clock import Clock, ControlledClock, ManualClock, ReplayClock, SystemClock
 from .config import Settings

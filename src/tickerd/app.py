@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import hotpath
 from .book import PriceBook
 from .clock import Clock, ControlledClock, SystemClock
 from .config import Settings
@@ -212,6 +213,7 @@ class Service:
         If any step fails, everything started so far is stopped before the error
         propagates: no feed task, open store or listening port is left behind.
         """
+        log.info("hot path: %s", hotpath.describe())
         try:
             await self._start()
         except BaseException:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from . import shapes, weights
 from .book import PriceBook
@@ -126,6 +127,7 @@ def _finite_int(text: str) -> int:
     return value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled: the benchmarks subclass it
 class Protocol:
     """Answers WebSocket API requests from a :class:`PriceBook` under a :class:`RateLimiter`."""
 

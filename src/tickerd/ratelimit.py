@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from . import weights
 from .errors import IPBannedError, banned, rate_limited
 
@@ -78,6 +80,7 @@ class LimitEvent:
     bans: int
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled: the cluster limiter subclasses it
 class RateLimiter:
     """Request-weight windows per client key (see the module docstring)."""
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from .. import hotpath
 from ..ratelimit import ClientUsage
 from .tracker import UNOWNED, FeedTracker
 
@@ -153,6 +154,7 @@ def status(
     listed_faults = faults(service)
     return {
         "version": tickerd_version(),
+        "hot_path": hotpath.describe(),  # compiled (mypyc) or pure Python
         "uptime_s": round(uptime_s, 3),
         "now_ms": now,
         "now": iso_utc(now),

@@ -174,7 +174,7 @@ class Connection(WSListener):
         else:
             c.receive_frame(
                 frame.msg_type.value,
-                frame.fin,
+                bool(frame.fin),  # picows gives an int; a compiled WSConnection checks types
                 frame.rsv1 << 2 | frame.rsv2 << 1 | frame.rsv3,
                 frame.get_payload_as_bytes(),
                 self.server.loop.time(),
