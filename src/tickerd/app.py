@@ -213,7 +213,6 @@ class Service:
         If any step fails, everything started so far is stopped before the error
         propagates: no feed task, open store or listening port is left behind.
         """
-        log.info("hot path: %s", hotpath.describe())
         try:
             await self._start()
         except BaseException:
@@ -223,7 +222,7 @@ class Service:
     async def _start(self) -> None:
         s = self.settings
         # What runs, logged once every port is open (a failed start logs only its error).
-        summary: list[str] = []
+        summary = [f"tickerd hot path: {hotpath.describe()}"]
         if self.store is not None:
             # Stored last prices go in first; feeds prime over them (the synthetic feed
             # keeps them and walks on from them, a feed with newer prices overwrites them).
