@@ -9,6 +9,12 @@
  * latency counted from that intended time so a stalled server is not hidden by the
  * generator waiting for it; -S busy-polls so the generator's own wake-ups add nothing).
  *
+ * -m stream: each connection is a market-stream subscriber of -u PATH (/ws/btcusdt@aggTrade):
+ * it sends nothing, answers pings, and counts every text message (an event, a JSON object
+ * or array) as a response; rps is then events delivered per second over all connections.
+ * Subscribers still connecting when the connect phase times out are dropped, and the run
+ * measures those that are open ("opened" in the JSON line; elsewhere a timeout is fatal).
+ *
  * Every reply is verified: the id (first key) must be in flight on that connection and not
  * answered before, "status":200 must follow it, and the requested symbol must appear
  * (single mode) or the reply must be at least -L bytes long (all mode). With -E (an echo
@@ -59,7 +65,7 @@
 #define MAX_SYMS 256
 #define MAX_SYM_LEN 32
 #define HS_WINDOW 256                   /* handshakes outstanding at once */
-#define CONNECT_TIMEOUT_NS (5000000000LL + 1000000LL * opt.conns) /* whole connect phase */
+#define CONNECT_TIMEOUT_NS (5000000000LL + 10000000LL * opt.conns) /* whole connect phase */
 #define GRACE_NS 1000000000LL
 #define RX_DEFAULT (1u << 20)
 #define MAX_MSG (64u << 20)             /* largest frame/message accepted */
@@ -71,11 +77,11 @@
 
 static struct {
     const char *host, *path, *source;
-    int port, conns, k, k_set, busy, spin_us, all, echo, json;
+    int port, conns, k, k_set, busy, spin_us, all, echo, json, stream;
     double rate, dur, warm;
     long min_len;
     long pid;
-} opt = {"127.0.0.1", "/ws-fapi/v1", NULL, 9000, 50, 20, 0, 0, 0, 0, 0, 0, 0.0, 3.0, 1.0, 0, 0};
+} opt = {"127.0.0.1", "/ws-fapi/v1", NULL, 9000, 50, 20, 0, 0, 0, 0, 0, 0, 0, 0.0, 3.0, 1.0, 0, 0};
 
 enum { ST_IDLE, ST_CONNECTING, ST_HS, ST_OPEN, ST_DEAD };
 
@@ -111,7 +117,7 @@ static int64_t t0, t_start, t_end, t_grace;
 static uint32_t cap;                 /* in-flight per connection */
 static uint64_t g_seq;               /* open loop: next request number of the run */
 static conn_t **touched; static size_t ntouched;
-static int nopen, hs_out, next_launch;
+static int nopen, hs_out, next_launch, opened; /* opened: open when measuring began */
 
 static uint64_t nsys, nsys_a, nsys_b;
 static uint64_t responses, bytes_in, total_ok, open_inflight;
@@ -412,7 +418,7 @@ static int64_t intended(const conn_t *c) /* open loop: due time of c's next requ
 
 static void top_up(conn_t *c)
 {
-    if (!running || c->st != ST_OPEN || g_now >= t_end) return;
+    if (!running || c->st != ST_OPEN || g_now >= t_end || opt.stream) return;
     if (opt.rate > 0) {
         while (c->nsent < c->nsched && c->inflight < cap) {
             send_request(c, intended(c));
@@ -454,6 +460,15 @@ static void on_message(conn_t *c, const char *p, size_t n)
     int nd = 0, q;
     slot_t *sl;
     int64_t t;
+    if (opt.stream) { /* a subscriber: every text message is one event (an object or array) */
+        if (n && (*p == '{' || *p == '[')) {
+            total_ok++;
+            if (in_window(g_now)) responses++;
+        } else {
+            err.bad_status++;
+        }
+        return;
+    }
     /* {"id":"<ID_HEAD><decimal>" — the id is the first key; a bare number is accepted too */
     if (!eat(&s, e, "{") || !eat(&s, e, "\"id\"") || !eat(&s, e, ":")) { err.bad_id++; return; }
     q = eat(&s, e, "\"");
@@ -763,7 +778,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen [-h host] [-B source] [-p port] [-u path] [-c conns] [-k inflight] [-r rate [-S]]\n"
-            "               [-d secs] [-w warmup_secs] [-s SYM1,SYM2] [-m single|all] [-L min_bytes]\n"
+            "               [-d secs] [-w warmup_secs] [-s SYM1,SYM2] [-m single|all|stream] [-L min_bytes]\n"
             "               [-b spin_us] [-E] [-P server_pid] [-j]\n"
             "  -h host     loopback only (127.0.0.0/8, ::1)       [127.0.0.1]\n"
             "  -B source   connect from this loopback address     [the kernel's]\n"
@@ -779,7 +794,9 @@ static void usage(void)
             "  -d secs     measured duration                      [3]\n"
             "  -w secs     warm-up, not counted (d + w <= 60)     [1]\n"
             "  -s SYMS     symbols, used round-robin              [BTCUSDT,ETHUSDT]\n"
-            "  -m mode     single (params.symbol) or all (no params) [single]\n"
+            "  -m mode     single (params.symbol), all (no params), or stream: a market-stream\n"
+            "              subscriber at -u path that sends nothing and counts the events\n"
+            "              (text messages) it receives as responses [single]\n"
             "  -L bytes    all mode: shorter replies are errors (short_reply)\n"
             "  -E          echo server: check only that the echoed id is in flight\n"
             "  -P pid      report the server's CPU share (srv_cpu) from /proc/PID/stat\n"
@@ -854,7 +871,8 @@ int main(int argc, char **argv)
         case 'm':
             if (!strcmp(optarg, "all")) opt.all = 1;
             else if (!strcmp(optarg, "single")) opt.all = 0;
-            else die2("bad mode '%s' (single|all)", optarg);
+            else if (!strcmp(optarg, "stream")) opt.stream = 1;
+            else die2("bad mode '%s' (single|all|stream)", optarg);
             break;
         case 'L': opt.min_len = int_arg(optarg, "min reply bytes", 0, MAX_MSG); break;
         case 'E': opt.echo = 1; break;
@@ -924,13 +942,25 @@ int main(int argc, char **argv)
         g_now = mono();
         if (!running) {
             while (hs_out < HS_WINDOW && next_launch < opt.conns) conn_launch(&conns[next_launch++]);
-            if (nopen == opt.conns) {
+            if (nopen < opt.conns && g_now > connect_deadline && opt.stream && nopen > 0) {
+                /* a subscriber group measures the subscribers the server took in time */
+                note("connect phase over: %d of %d connections open; measuring those",
+                     nopen, opt.conns);
+                for (i = 0; i < opt.conns; i++) {
+                    if (conns[i].st == ST_OPEN || conns[i].st == ST_DEAD) continue;
+                    if (conns[i].st != ST_IDLE) close(conns[i].fd);
+                    conns[i].st = ST_DEAD;
+                }
+                opened = nopen;
+            }
+            if (nopen == opt.conns || opened) {
+                opened = nopen;
                 running = 1;
                 t0 = g_now;
                 t_start = t0 + (int64_t)(opt.warm * NS);
                 t_end = t_start + (int64_t)(opt.dur * NS);
                 t_grace = t_end + GRACE_NS;
-                note("connected %d in %.3f s; warm-up %g s, measuring %g s", opt.conns,
+                note("connected %d in %.3f s; warm-up %g s, measuring %g s", nopen,
                      (double)(g_now - t_connect0) / NS, opt.warm, opt.dur);
                 if (opt.rate <= 0)
                     for (i = 0; i < opt.conns; i++) { top_up(&conns[i]); flush(&conns[i]); }
@@ -1058,15 +1088,15 @@ int main(int argc, char **argv)
                     100 * (cpu_b - cpu_a) / wall, srv, (unsigned long long)errors,
                     (unsigned long long)lost, unsent ? "  (open loop fell behind: see unsent)" : "");
         }
-        printf("{\"mode\":\"%s\",\"loop\":\"%s\",\"echo\":%s,\"conns\":%d,\"inflight\":%u,"
+        printf("{\"mode\":\"%s\",\"loop\":\"%s\",\"echo\":%s,\"conns\":%d,\"opened\":%d,\"inflight\":%u,"
                "\"rate\":%.0f,\"busy_poll\":%s,\"spin_us\":%d,\"warmup_s\":%g,\"duration_s\":%g,\"responses\":%llu,\"rps\":%.1f,"
                "\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,\"max_us\":%llu,"
                "\"gen_cpu\":%.3f,\"srv_cpu\":%s,\"syscalls_per_resp\":%.3f,\"bytes_in\":%llu,"
                "\"errors\":{\"bad_id\":%llu,\"bad_status\":%llu,\"bad_symbol\":%llu,"
                "\"short_reply\":%llu,\"closed\":%llu,\"protocol\":%llu},\"lost\":%llu,"
                "\"unsent\":%llu}\n",
-               opt.all ? "all" : "single", opt.rate > 0 ? "open" : "closed",
-               opt.echo ? "true" : "false", opt.conns, cap, opt.rate,
+               opt.stream ? "stream" : opt.all ? "all" : "single", opt.rate > 0 ? "open" : "closed",
+               opt.echo ? "true" : "false", opt.conns, opened, cap, opt.rate,
                opt.busy ? "true" : "false", opt.spin_us, opt.warm, opt.dur,
                (unsigned long long)responses, rps, (unsigned long long)hist_pct(0.50),
                (unsigned long long)hist_pct(0.90), (unsigned long long)hist_pct(0.99),

@@ -91,7 +91,6 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.callgrind import instructions, mirror_recording
-from harness.cluster_runs import cluster_figures
 from harness.config import (
     ALL_SYMBOLS,
     GEN_CPU,
@@ -111,6 +110,7 @@ from harness.peers import prepare_peers
 from harness.procs import Servers, build_loadgen, raise_nofile, tickerd_has_flag, write_symbols_file
 from harness.replay_bench import replay_parse
 from harness.report import machine, render_md
+from harness.script_runs import cluster_figures, fanout_figures
 from harness.sessions import idle_connections, slow_reader
 from harness.wsclient import all_symbols_reply
 
@@ -135,7 +135,10 @@ def run_rep(ctx: Ctx, index: int) -> Result:
         guarded(block.__name__, functools.partial(block, ctx, rep), rep)
     if not ctx.plan.every_server:
         skipped = {"status": "not measured: not among --servers"}
-        server_less = ("idle-connections", "slow-reader", "book-updates", "replay-parse", "cluster")
+        server_less = (
+            "idle-connections", "slow-reader", "book-updates", "replay-parse", "cluster",
+            "streams-fanout",
+        )  # fmt: skip
         for scenario in server_less:
             rep[scenario] = dict(skipped)
         if index == 0:
@@ -149,6 +152,10 @@ def run_rep(ctx: Ctx, index: int) -> Result:
     with on_cpu(SERVER_CPU if ctx.plan.pin else None):
         rep["replay-parse"] = replay_parse(ctx.servers.workdir, rows)
     rep["cluster"] = cluster_figures(ctx.servers.workdir, ctx.plan.duration, ctx.plan.quick)
+    warmup = ctx.plan.warmup if ctx.plan.quick else max(ctx.plan.warmup, 2.0)  # 2000 handshakes
+    rep["streams-fanout"] = fanout_figures(
+        ctx.servers.workdir, ctx.plan.duration, warmup, ctx.plan.quick
+    )
     if index == 0:
         events = 4000 if ctx.plan.quick else RECORDING_EVENTS
         rep["mirror-recording"] = mirror_recording(ctx.servers.workdir, events)

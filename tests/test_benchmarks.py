@@ -29,6 +29,7 @@ SCENARIOS = [
     "mirror-recording",
     "instructions",
     "cluster",
+    "streams-fanout",
 ]
 
 pytestmark = [
@@ -71,6 +72,10 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
     assert replay["symbols"] == "BTCUSDT, ETHUSDT, DOGEUSDT, 1000BONKUSDT"
     assert "## Instruction counts (callgrind)" in md
     assert rep["cluster"] == {"status": "not measured: --quick"}
+    fanout = rep["streams-fanout"]
+    assert fanout["status"] == "measured: benchmarks/streams_fanout.py, 50 + 50 subscribers"
+    assert fanout["tickerd_agg_events_per_s"] > 0 and fanout["naive_agg_events_per_s"] > 0
+    assert fanout["api_rps_with"] > 0 and fanout["api_rps_without"] > 0
 
 
 def test_callgrind_rows_say_not_measured_without_valgrind(
@@ -97,11 +102,11 @@ def test_cluster_rows_say_not_measured_without_redis(
 ) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from harness import cluster_runs
+        from harness import script_runs
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    monkeypatch.setattr(cluster_runs.shutil, "which", lambda name: None)
-    assert cluster_runs.cluster_figures(tmp_path, 1.0, quick=False) == {
+    monkeypatch.setattr(script_runs.shutil, "which", lambda name: None)
+    assert script_runs.cluster_figures(tmp_path, 1.0, quick=False) == {
         "status": "not measured: redis-server missing"
     }
 

@@ -45,6 +45,8 @@ SCENARIOS: dict[str, str] = {
     "mirror-recording": "callgrind: MirrorState.on_event per aggTrade, with / without a TradeRecorder",
     "instructions": "callgrind: instructions per request (benchmarks/instructions.py)",
     "cluster": "one worker on Redis against one process; two workers (benchmarks/cluster.py)",
+    "streams-fanout": "market-stream subscribers while the book takes 20 000 trades/s, "
+    "against a naive websockets fan-out (benchmarks/streams_fanout.py)",
 }
 # The servers (the blocks of loadgen.py, in the order of a first repetition) and the
 # generator runs each makes; --servers picks some of them.
@@ -97,7 +99,8 @@ class Plan:
         if not self.every_server:
             return 20 + install + self.reps * rep * (1.3 if self.rerun else 1.0)
         cluster = 0 if self.quick else 6 * (self.warmup + self.duration + 4) + 20
-        rep += self.idle_conns / 1000 + 12 + cluster
+        fanout = 4 * (max(self.warmup, 2.0) + self.duration + 3) + 20  # streams_fanout.py
+        rep += self.idle_conns / 1000 + 12 + cluster + fanout
         counted = (
             40 if self.quick else 60 + 1200
         )  # mirror-recording; instructions.py (full: 4 servers)

@@ -136,7 +136,7 @@ def metrics() -> list[Metric]:
     """Every headline row, in report order."""
     s1, s2, s3, s4 = "single-pipelined", "single-unpipelined", "open-loop-20k", "all-symbols"
     mr, ins = "mirror-recording", "instructions"
-    fc, cl = "tickerd-faults-cleared", "cluster"
+    fc, cl, fo = "tickerd-faults-cleared", "cluster", "streams-fanout"
     trio = ("naive", "echo", "tickerd")
     ops = ("tickerd", "tickerd-ops-off")
     uws, nws = ("tickerd", "uws"), ("tickerd", "node-ws")
@@ -183,6 +183,10 @@ def metrics() -> list[Metric]:
         Metric(cl, "CPU-µs per request, each of two workers on Redis", field_of(cl, "worker_cpu_us"), "us"),
         Metric(cl, "two workers together", field_of(cl, "workers_rps"), "rate"),
         Metric(cl, "staleness p99 (price set on one node until another serves it)", field_of(cl, "staleness_p99_ms"), "ms"),
+        Metric(fo, "!miniTicker@arr events/s, tickerd / naive", field_of(fo, "arr_ratio"), "x", (">=", 10.0)),
+        Metric(fo, "@aggTrade events/s, tickerd / naive", field_of(fo, "agg_ratio"), "x", (">=", 10.0)),
+        Metric(fo, "events per server CPU-s, tickerd / naive", field_of(fo, "per_cpu_ratio"), "x"),
+        Metric(fo, "WS API pipelined with subscribers / without", field_of(fo, "api_ratio"), "x", (">=", 0.9)),
         Metric(ins, "tickerd per request, pipelined", field_of(ins, "tickerd_pipelined"), "instr"),
         Metric(ins, "tickerd per request, unpipelined", field_of(ins, "tickerd_unpipelined"), "instr"),
         Metric(ins, "echo per request, pipelined", field_of(ins, "echo_pipelined"), "instr"),

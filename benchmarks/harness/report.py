@@ -200,6 +200,10 @@ DETAILS: list[tuple[str, str, list[str]]] = [
     ("cluster", "records",
      ["status", "single_ratio", "all_20k_ratio", "process_cpu_us", "worker_cpu_us", "workers_rps",
       "staleness_p99_ms"]),
+    ("streams-fanout", "records",
+     ["status", "tickerd_arr_events_per_s", "naive_arr_events_per_s", "arr_ratio",
+      "tickerd_agg_events_per_s", "naive_agg_events_per_s", "agg_ratio", "per_cpu_ratio",
+      "api_rps_without", "api_rps_with", "api_ratio"]),
 ]  # fmt: skip
 
 
