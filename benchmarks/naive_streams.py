@@ -57,12 +57,13 @@ class Market:
 def load_markets(path: Path) -> dict[str, Market]:
     """The symbols of an exchangeInfo file, each starting at 1000 ticks."""
     info = json.loads(path.read_text())
-    out = {}
+    out: dict[str, Market] = {}
     for s in info["symbols"]:
         tick = next(
             Decimal(f["tickSize"]) for f in s["filters"] if f["filterType"] == "PRICE_FILTER"
         )
-        decimals = int(s.get("pricePrecision", max(0, -tick.normalize().as_tuple().exponent)))
+        places = len(str(tick.normalize()).partition(".")[2])
+        decimals = int(s.get("pricePrecision", places))
         unit = int(tick * 10**decimals) or 1
         out[s["symbol"]] = Market(s["symbol"], decimals, unit, 1000 + len(out))
     for m in out.values():
