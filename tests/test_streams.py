@@ -480,3 +480,30 @@ def test_klines_by_stream_closed_by_a_later_trade_or_by_the_clock() -> None:
     sink.deliveries.clear()
     hub.tick(0.9, NOW + 3_700_000)
     assert sink.deliveries == []
+
+
+def test_statistics_rounds_keep_their_period_when_the_timer_runs_late() -> None:
+    # The rounds' timer fires late on a busy loop (here every 130 ms instead of 100 ms):
+    # !miniTicker@arr still sends one array a second, @miniTicker one every two seconds.
+    hub, book = hub_and_book()
+    s = session(hub, Route.MARKET, combined=True)
+    s.open_with(("!miniTicker@arr", "btcusdt@miniTicker"))
+    sink = s.sub
+    assert isinstance(sink, Sink)
+    rounds = {"!miniTicker@arr": 0, "btcusdt@miniTicker": 0}
+    for step in range(462):  # from 10.00 s to 69.93 s
+        book.apply([trade("BTCUSDT", f"42000.{step % 10}0", step + 1, "0.5")])
+        hub.tick(10.0 + step * 0.13, NOW + step * 130)
+        for got in sink.payloads():
+            rounds[orjson.loads(got)["stream"]] += 1
+        sink.deliveries.clear()
+    # Rounds due at 10, 11, … 69 and 10, 12, … 68; timers that slip lose 2 and 1 of them.
+    assert rounds == {"!miniTicker@arr": 60, "btcusdt@miniTicker": 30}
+
+
+def test_a_round_more_than_a_period_late_starts_a_new_grid() -> None:
+    from tickerd.streams.hub import next_round
+
+    assert next_round(10.0, 10.03, 1.0) == 11.0  # late by the timer: the grid holds
+    assert next_round(10.0, 12.5, 1.0) == 13.5  # a stalled loop: no burst of missed rounds
+    assert next_round(10.0, 11.0, 1.0) == 12.0

@@ -183,20 +183,21 @@ class StreamHub:
 
     def tick(self, monotonic_s: float, now_ms: int) -> None:
         """The timed rounds (call every :data:`AGG_TRADE_S`): ``@aggTrade`` events, then the
-        statistics when their period has passed; windows move to the service clock."""
+        statistics when their period has passed (see :func:`next_round`); windows move to
+        the service clock."""
         self._now_ms = now_ms
         self.flush(now_ms)
         batches: dict[str, list[bytes]] = {}
         if self._aggs:
             batches, self._aggs = self._aggs, {}
         if monotonic_s >= self._next_kline:
-            self._next_kline = monotonic_s + KLINE_S
+            self._next_kline = next_round(self._next_kline, monotonic_s, KLINE_S)
             self._kline_round(batches, now_ms)
         if monotonic_s >= self._next_arr:
-            self._next_arr = monotonic_s + ARR_S
+            self._next_arr = next_round(self._next_arr, monotonic_s, ARR_S)
             self._arr_round(batches, now_ms)
         if monotonic_s >= self._next_mini:
-            self._next_mini = monotonic_s + MINI_S
+            self._next_mini = next_round(self._next_mini, monotonic_s, MINI_S)
             self._symbol_round(batches, now_ms)
         if batches:
             self._send(batches)
@@ -298,6 +299,14 @@ class StreamHub:
             "frames": self.frames,
             "symbols_in_window": len(self.windows.windows),
         }
+
+
+def next_round(due: float, now: float, period: float) -> float:
+    """When the round after one due at ``due`` (and run at ``now``) is due: on the period's
+    grid, so rounds run late by the timer do not stretch the period (a 1 s stream stays at
+    one event a second); a round more than a period late starts a new grid at ``now``."""
+    due += period
+    return due if due > now else now + period
 
 
 def _nothing() -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..clock import Clock
 from ..protocol import Reply, Session
-from ..streams.hub import AGG_TRADE_S, SILENT_LISTED, StreamHub
+from ..streams.hub import AGG_TRADE_S, SILENT_LISTED, StreamHub, next_round
 from ..streams.names import StreamPath, parse_name, parse_path
 from ..streams.session import StreamLimits, StreamSession
 from ..wsconn import Limits, State, WSConnection
@@ -173,7 +173,12 @@ class StreamGate:
         self.hub.flush(self.clock.now_ms())
 
     async def _rounds(self) -> None:
-        assert self._loop is not None
+        """The hub's rounds every :data:`AGG_TRADE_S`, on a grid: the time a round takes
+        does not add to the period."""
+        loop = self._loop
+        assert loop is not None
+        due = loop.time()
         while True:
-            await asyncio.sleep(AGG_TRADE_S)
-            self.hub.tick(self._loop.time(), self.clock.now_ms())
+            due = next_round(due, loop.time(), AGG_TRADE_S)
+            await asyncio.sleep(due - loop.time())
+            self.hub.tick(loop.time(), self.clock.now_ms())
