@@ -17,14 +17,14 @@ def ok(r: Result | None) -> bool:
     return r is not None and "failed" not in r and isinstance(r.get("rps"), (int, float))
 
 
-def rps_ratio(scenario: str, a: str, b: str) -> Callable[[Result], float | None]:
-    """The ratio of two servers' req/s in one scenario."""
+def rps_ratio(scenario: str, a: str, b: str, key: str = "rps") -> Callable[[Result], float | None]:
+    """The ratio of two servers' req/s (or another loadgen field) in one scenario."""
 
     def value(rep: Result) -> float | None:
         ra, rb = rep.get(scenario, {}).get(a), rep.get(scenario, {}).get(b)
-        if not (ok(ra) and ok(rb)) or not rb["rps"]:
+        if not (ok(ra) and ok(rb)) or not isinstance(ra.get(key), (int, float)) or not rb.get(key):
             return None
-        return float(ra["rps"]) / float(rb["rps"])
+        return float(ra[key]) / float(rb[key])
 
     return value
 
@@ -158,12 +158,14 @@ def metrics() -> list[Metric]:
         Metric(s2, "tickerd / uWebSockets.js per server CPU-s", per_cpu_ratio(s2, *uws), "x", servers=uws),
         Metric(s3, "p50 latency", lg_field(s3, "tickerd", "p50_us"), "us"),
         Metric(s3, "p99 latency", lg_field(s3, "tickerd", "p99_us"), "us", ("<=", 150)),
+        Metric(s3, "p99 / echo p99", rps_ratio(s3, "tickerd", "echo", "p99_us"), "x", ("<=", 1.3)),
         Metric(s3, "p99.9 latency", lg_field(s3, "tickerd", "p999_us"), "us"),
         Metric(s3, "server CPU per request", cpu_per_request("tickerd"), "us", ("<=", 20)),
         Metric(s3, "echo p99 (the stack's floor)", lg_field(s3, "echo", "p99_us"), "us"),
         Metric(s3, "echo CPU per request (the stack's floor)", cpu_per_request("echo"), "us"),
         Metric(s4, "tickerd / naive", rps_ratio(s4, "tickerd", "naive"), "x", (">=", 25), (s4, four)),
         Metric(s4, "tickerd / constant", rps_ratio(s4, "tickerd", "constant"), "x", (">=", 0.9), (s4, four)),
+        Metric(s4, "ticking 1000/s / constant", rps_ratio(s4, "tickerd-ticking", "constant"), "x", (">=", 0.95), (s4, four)),
         Metric(s4, "ticking / static", rps_ratio(s4, "tickerd-ticking", "tickerd"), "x", (">=", 0.8), (s4, four)),
         Metric(s4, "tickerd / naive per server CPU-s", per_cpu_ratio(s4, "tickerd", "naive"), "x"),
         Metric("idle-connections", "tickerd RSS", idle_rss_mb, "mb", ("<=", 300)),

@@ -16,6 +16,9 @@ from .config import Result
 
 DAY_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 TAKE = 10_000  # ticks per take(), as the replay feed asks for them
+# The folder is read this many times and the fastest read counts (as timeit does): on a
+# shared VM a slower read measures the neighbours, not the parser.
+ATTEMPTS = 3
 # symbol, price in tick units at the start, tick size as (units, decimals of the text)
 SYMBOLS: tuple[tuple[str, int, int, int], ...] = (
     ("BTCUSDT", 970_000, 1, 1),  # 97000.0, tick 0.1
@@ -65,29 +68,33 @@ def replay_parse(directory: Path, rows: int) -> Result:
     missing = [n for n in names if universe.get(n) is None]
     if missing:
         return {"status": f"not measured: {', '.join(missing)} not in the bundled universe"}
-    t0 = time.perf_counter()
-    try:
-        source = ReplaySource([folder], universe)
-        parsed = 0
-        last = -1
-        ordered = True
-        while not source.exhausted:
-            ticks, error = source.take(TAKE)
-            if error is not None:
-                raise error
-            parsed += len(ticks)
-            if ticks:
-                ordered = ordered and last <= ticks[0].time_ms
-                last = ticks[-1].time_ms
-        seconds = time.perf_counter() - t0
-    except (ReplayFileError, OSError, ValueError) as exc:
-        return {"status": f"failed: {exc}"[:300], "failed": str(exc)[:300]}
-    if parsed != rows or not ordered:
-        why = f"ReplaySource gave {parsed} of {rows} rows" + ("" if ordered else ", out of order")
-        return {"status": f"failed: {why}", "failed": why}
+    fastest = float("inf")
+    for _ in range(ATTEMPTS):
+        t0 = time.perf_counter()
+        try:
+            source = ReplaySource([folder], universe)
+            parsed = 0
+            last = -1
+            ordered = True
+            while not source.exhausted:
+                ticks, error = source.take(TAKE)
+                if error is not None:
+                    raise error
+                parsed += len(ticks)
+                if ticks:
+                    ordered = ordered and last <= ticks[0].time_ms
+                    last = ticks[-1].time_ms
+            fastest = min(fastest, time.perf_counter() - t0)
+        except (ReplayFileError, OSError, ValueError) as exc:
+            return {"status": f"failed: {exc}"[:300], "failed": str(exc)[:300]}
+        if parsed != rows or not ordered:
+            why = f"ReplaySource gave {parsed} of {rows} rows" + (
+                "" if ordered else ", out of order"
+            )
+            return {"status": f"failed: {why}", "failed": why}
     return {
-        "status": "measured: ReplaySource (a --replay-path folder)",
+        "status": f"measured: ReplaySource (a --replay-path folder), fastest of {ATTEMPTS} reads",
         "symbols": ", ".join(names),
         "rows": rows,
-        "rows_per_s": round(rows / seconds),
+        "rows_per_s": round(rows / fastest),
     }
