@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.procs import build_loadgen
+from harness.procs import build_loadgen, stop_process
 
 from tickerd.cluster.reuseport import pin_index
 
@@ -125,12 +125,7 @@ class Server:
         return int(json.loads(data.split(b"\r\n\r\n", 1)[1])["worker"]["pid"])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
         self._drain.wait(5)
 
 

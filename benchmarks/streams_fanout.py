@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.procs import build_loadgen, raise_nofile, write_symbols_file
+from harness.procs import build_loadgen, raise_nofile, stop_process, write_symbols_file
 
 Result = dict[str, Any]
 HERE = Path(__file__).resolve().parent
@@ -83,13 +83,7 @@ class Server:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if hasattr(self, "_drain"):
             self._drain.wait(5)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import re
 import signal
 import time
 from decimal import Decimal
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from push_feed import PUSH_ENV, push, push_port
 from tickerd.control import ControlClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -32,7 +32,6 @@ MINUTE = 60_000
 # symbol -> (tick size, price precision): three grids
 GRIDS = {"BTCUSDT": ("0.10", 2), "DOGEUSDT": ("0.000010", 6), "1000PEPEUSDT": ("0.0000001", 7)}
 USED = "X-MBX-USED-WEIGHT-1M"
-PUSH_READY_RE = re.compile(r"tickerd push ready: http://127\.0\.0\.1:(\d+)")
 
 
 def get(srv: Any, target: str) -> tuple[int, dict[str, str], Any]:
@@ -285,28 +284,14 @@ def test_weights_on_the_shared_budget_then_429(server: Any) -> None:
     assert int(headers[USED]) == sum(weights) + 6 + 40
 
 
-def push(port: int, ticks: list[dict[str, Any]]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        body = json.dumps({"ticks": ticks})
-        conn.request("POST", "/ingest", body, {"Authorization": f"Bearer {TOKEN}"})
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        response.read()
-    finally:
-        conn.close()
-
-
 def test_windows_and_candles_survive_a_killed_process_with_store(
     server: Any, tmp_path: Path
 ) -> None:
     store = str(tmp_path / "stats.sqlite")
     flags = ("--feed", "push", "--push-port", "0", "--store", store,
              "--store-flush-interval", "0.1")  # fmt: skip
-    env = {"TICKERD_PUSH_TOKEN": TOKEN}
-    srv = server(*flags, "--stats-start", "startup", env=env)
-    m = PUSH_READY_RE.search(srv.wait_log("tickerd push ready:"))
-    assert m is not None
+    srv = server(*flags, "--stats-start", "startup", env=PUSH_ENV)
+    port = push_port(srv)
     now = time.time_ns() // 1_000_000
     # three symbols, three grids, over the last few minutes (a candle per minute)
     ticks = [
@@ -318,7 +303,7 @@ def test_windows_and_candles_survive_a_killed_process_with_store(
             ("1000PEPEUSDT", f"0.001234{i}", "7"),
         )
     ]
-    push(int(m.group(1)), ticks)
+    push(port, ticks)
     time.sleep(1.0)  # several flushes
 
     def snapshot(s: Any) -> dict[str, Any]:
@@ -338,14 +323,13 @@ def test_windows_and_candles_survive_a_killed_process_with_store(
     assert before["DOGEUSDT"]["volume"] == "2100"
     srv.signal(signal.SIGKILL)
     srv.wait_exit()
-    again = server(*flags, env=env)  # first-use: the restored statistics start at once
+    again = server(*flags, env=PUSH_ENV)  # first-use: the restored statistics start at once
     assert "the statistics of 3 symbols" in again.wait_log("tickerd store:")
     assert snapshot(again) == before
-    m = PUSH_READY_RE.search(again.wait_log("tickerd push ready:"))
-    assert m is not None
+    again_port = push_port(again)
     with ws_connect(f"ws://127.0.0.1:{again.port}/market/ws/dogeusdt@miniTicker", proxy=None,
                     open_timeout=5) as ws:  # fmt: skip
-        push(int(m.group(1)), [{"symbol": "DOGEUSDT", "price": "0.08130",
+        push(again_port, [{"symbol": "DOGEUSDT", "price": "0.08130",
                                 "time": time.time_ns() // 1_000_000, "qty": "900"}])  # fmt: skip
         mini = json.loads(ws.recv(timeout=5))
     assert mini["e"] == "24hrMiniTicker" and mini["s"] == "DOGEUSDT"

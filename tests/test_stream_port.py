@@ -4,7 +4,6 @@ process group of workers), and the stream figures of the ops port's ``/status`` 
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
@@ -22,12 +21,11 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from cluster_procs import node, sources_for, wait_for
-from conftest import Closed, RawClient, Server
+from conftest import Closed, RawClient
+from push_feed import push, push_server
 
 pytestmark = pytest.mark.timeout(90)
 
-TOKEN = "stream-port-token-0123456789"
-PUSH_READY_RE = re.compile(r"tickerd push ready: http://127\.0\.0\.1:(\d+)")
 OP_TEXT = 0x1
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -39,25 +37,6 @@ def port_of(url: str) -> int:
 def open_ws(url: str, **kw: Any) -> ClientConnection:
     return ws_connect(url, proxy=None, open_timeout=5, close_timeout=2, ping_interval=None,
                       compression=None, **kw)  # fmt: skip
-
-
-def push_server(server: Any, *flags: str) -> tuple[Server, int]:
-    srv = server("--feed", "push", "--push-port", "0", *flags, env={"TICKERD_PUSH_TOKEN": TOKEN})
-    m = PUSH_READY_RE.search(srv.wait_log("tickerd push ready:"))
-    assert m is not None
-    return srv, int(m.group(1))
-
-
-def push(port: int, ticks: list[dict[str, Any]]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("POST", "/ingest", json.dumps({"ticks": ticks}),
-                     {"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        response.read()
-    finally:
-        conn.close()
 
 
 def ticker_price(ws: ClientConnection, symbol: str) -> dict[str, Any]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import http.client
 import json
-import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -22,12 +20,12 @@ import pytest
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from push_feed import push, push_server
 from tickerd.control import ControlClient
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "stream-test-token-0123456789"
-PUSH_READY_RE = re.compile(r"tickerd push ready: http://127\.0\.0\.1:(\d+)")
 DATA = Path(__file__).parent / "data" / "replay"
 OP_TEXT, OP_CLOSE, OP_PING = 0x1, 0x8, 0x9
 
@@ -41,25 +39,6 @@ def open_stream(srv: Any, path: str) -> ClientConnection:
         ping_interval=None,
         compression=None,
     )
-
-
-def push_server(server: Any, *flags: str) -> tuple[Any, int]:
-    srv = server("--feed", "push", "--push-port", "0", *flags, env={"TICKERD_PUSH_TOKEN": TOKEN})
-    m = PUSH_READY_RE.search(srv.wait_log("tickerd push ready:"))
-    assert m is not None
-    return srv, int(m.group(1))
-
-
-def push(port: int, ticks: list[dict[str, Any]]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        body = json.dumps({"ticks": ticks})
-        conn.request("POST", "/ingest", body, {"Authorization": f"Bearer {TOKEN}"})
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        response.read()
-    finally:
-        conn.close()
 
 
 def ticker_price(srv: Any, symbol: str) -> dict[str, Any]:
