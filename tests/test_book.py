@@ -7,9 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers_core import TICK_TIME, body, book_with, universe
-from tickerd import PriceBook, Tick, TickRejected
+from tickerd import PriceBook, SymbolUniverse, Tick, TickRejected
 
 
 @pytest.fixture
@@ -203,6 +205,57 @@ def test_empty_apply_keeps_the_cache() -> None:
     every = book.all_body()
     book.apply([])
     assert book.all_body() is every
+
+
+_BUNDLED = SymbolUniverse.default()
+_NAMES = [info.symbol for info in _BUNDLED]
+_op = st.one_of(
+    st.tuples(st.just("update"), st.sampled_from(_NAMES), st.integers(1, 10**6)),
+    st.tuples(st.just("apply"), st.lists(st.sampled_from(_NAMES), max_size=8), st.integers(1, 10**6)),
+    st.tuples(st.just("remove"), st.sampled_from(_NAMES), st.just(0)),
+    st.tuples(st.just("status"), st.sampled_from(_NAMES), st.sampled_from(["TRADING", "SETTLING"])),
+    st.tuples(st.just("clear"), st.just(""), st.just(0)),
+    st.tuples(st.just("read"), st.just(""), st.just(0)),
+)  # fmt: skip
+
+
+def _tick(book: PriceBook, symbol: str, units: int, time_ms: int) -> Tick:
+    info = book.universe.get(symbol)
+    assert info is not None
+    return book.make_tick(symbol, str(info.tick_size * units), time_ms)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_op, max_size=40))
+def test_all_body_after_any_changes_is_a_fresh_print(ops: list[tuple[str, Any, Any]]) -> None:
+    """The array re-prints only what changed since the last read: after any sequence of
+    changes over the bundled universe (symbols of every grid and precision) it is the
+    array printed from scratch, and the single-symbol bodies agree with it."""
+    book = PriceBook(SymbolUniverse.default())
+    book.apply([_tick(book, name, 1000, 0) for name in _NAMES])  # every symbol priced
+    _check_bodies(book)
+    for step, (op, arg, value) in enumerate(ops):
+        if op == "update":
+            book.update(_tick(book, arg, value, step))
+        elif op == "apply":
+            book.apply([_tick(book, name, value + i, step) for i, name in enumerate(arg)])
+        elif op == "remove":
+            book.remove(arg)
+        elif op == "status":
+            book.universe.set_status(arg, value)
+            book.refresh_status()
+        elif op == "clear":
+            book.clear()
+        else:  # a read between changes: the next read re-prints only what changed since
+            _check_bodies(book)
+    _check_bodies(book)
+
+
+def _check_bodies(book: PriceBook) -> None:
+    trading = {info.symbol for info in book.universe.trading()}
+    expected = [body(t.symbol, t.price, t.time_ms) for t in book.ticks() if t.symbol in trading]
+    assert book.all_body() == b"[%s]" % b",".join(expected)
+    assert [book.body(t.symbol) for t in book.ticks() if t.symbol in trading] == expected
 
 
 # -- listeners ---------------------------------------------------------------------------

@@ -31,10 +31,15 @@ class PriceBook:
         self._ticks: dict[str, Tick] = {}
         self._bodies: dict[str, bytes] = {}
         self._all: bytes | None = None
-        # Symbols of the all-symbols array, in order; recomputed when it may have changed:
-        # after remove/clear/refresh_status, or when a first tick grew the book.
+        # Symbols of the all-symbols array, in order, their printed parts and each one's
+        # place; recomputed when the order may have changed (after remove/clear/
+        # refresh_status, or when a first tick grew the book). Between, a rebuild re-prints
+        # only the symbols in ``_changed``: the cost of a tick is not the size of the book.
         self._order: list[str] | None = None
         self._order_size = 0
+        self._parts: list[bytes] = []
+        self._place: dict[str, int] = {}
+        self._changed: set[str] = set()
         # Copy-on-write: a listener may (un)subscribe while the tuple is being iterated.
         self._listeners: tuple[Listener, ...] = ()
         self._trading: frozenset[str] = frozenset()
@@ -50,6 +55,7 @@ class PriceBook:
         or an equally validated source)."""
         self._ticks[tick.symbol] = tick
         self._bodies.pop(tick.symbol, None)
+        self._changed.add(tick.symbol)
         self._all = None
         if self._listeners:
             for listener in self._listeners:
@@ -59,9 +65,11 @@ class PriceBook:
         """Apply a batch of validated ticks in order (the last per symbol wins)."""
         store = self._ticks
         bodies = self._bodies
+        changed = self._changed
         for tick in ticks:
             store[tick.symbol] = tick
             bodies.pop(tick.symbol, None)
+            changed.add(tick.symbol)
         if ticks:
             self._all = None
             for listener in self._listeners:
@@ -156,17 +164,26 @@ class PriceBook:
         body = self._all
         if body is None:
             ticks = self._ticks
+            bodies = self._bodies
+            parts = self._parts
             order = self._order
             if order is None or self._order_size != len(ticks):
                 order = self._order = sorted(self._trading.intersection(ticks))
                 self._order_size = len(ticks)
-            bodies = self._bodies
-            parts = []
-            for symbol in order:  # only symbols that changed since the last build are re-printed
-                part = bodies.get(symbol)
-                if part is None:
-                    part = bodies[symbol] = _body(ticks[symbol])
-                parts.append(part)
+                parts.clear()
+                for symbol in order:
+                    part = bodies.get(symbol)
+                    if part is None:
+                        part = bodies[symbol] = _body(ticks[symbol])
+                    parts.append(part)
+                self._place = {symbol: i for i, symbol in enumerate(order)}
+            else:
+                place = self._place
+                for symbol in self._changed:
+                    i = place.get(symbol)
+                    if i is not None:
+                        parts[i] = bodies[symbol] = _body(ticks[symbol])
+            self._changed.clear()
             body = self._all = b"[" + b",".join(parts) + b"]"
         return body
 
