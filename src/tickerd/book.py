@@ -8,7 +8,7 @@ after a change, so a burst of ticks between two reads costs one rebuild, not one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from .errors import TickerdError
@@ -31,14 +31,13 @@ class PriceBook:
         self._ticks: dict[str, Tick] = {}
         self._bodies: dict[str, bytes] = {}
         self._all: bytes | None = None
-        # Symbols of the all-symbols array, in order, their printed parts and each one's
-        # place; recomputed when the order may have changed (after remove/clear/
-        # refresh_status, or when a first tick grew the book). Between, a rebuild re-prints
-        # only the symbols in ``_changed``: the cost of a tick is not the size of the book.
-        self._order: list[str] | None = None
-        self._order_size = 0
+        # The all-symbols array's parts, and each symbol's place in it (symbol order);
+        # the places are recomputed when they may have changed (None after remove/clear/
+        # refresh_status, or a first tick grew the book). Between, a rebuild re-prints only
+        # the symbols in ``_changed``: the cost of a tick is not the size of the book.
+        self._place: dict[str, int] | None = None
+        self._place_size = 0
         self._parts: list[bytes] = []
-        self._place: dict[str, int] = {}
         self._changed: set[str] = set()
         # Copy-on-write: a listener may (un)subscribe while the tuple is being iterated.
         self._listeners: tuple[Listener, ...] = ()
@@ -80,21 +79,21 @@ class PriceBook:
         self._ticks.pop(symbol, None)
         self._bodies.pop(symbol, None)
         self._all = None
-        self._order = None
+        self._place = None
 
     def clear(self) -> None:
         """Forget every price."""
         self._ticks.clear()
         self._bodies.clear()
         self._all = None
-        self._order = None
+        self._place = None
 
     def refresh_status(self) -> None:
         """Re-read which symbols trade after the universe changed a status."""
         self._trading = frozenset(s.symbol for s in self.universe.trading())
         self._bodies.clear()
         self._all = None
-        self._order = None
+        self._place = None
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every applied batch; returns the unsubscribe function.
@@ -166,23 +165,20 @@ class PriceBook:
             ticks = self._ticks
             bodies = self._bodies
             parts = self._parts
-            order = self._order
-            if order is None or self._order_size != len(ticks):
-                order = self._order = sorted(self._trading.intersection(ticks))
-                self._order_size = len(ticks)
-                parts.clear()
-                for symbol in order:
-                    part = bodies.get(symbol)
+            place = self._place
+            changed: Iterable[str] = self._changed
+            if place is None or self._place_size != len(ticks):
+                changed = sorted(self._trading.intersection(ticks))
+                place = self._place = {symbol: i for i, symbol in enumerate(changed)}
+                self._place_size = len(ticks)
+                parts[:] = [b""] * len(changed)
+            for symbol in changed:
+                i = place.get(symbol)
+                if i is not None:
+                    part = bodies.get(symbol)  # printed since, by a single-symbol read
                     if part is None:
                         part = bodies[symbol] = _body(ticks[symbol])
-                    parts.append(part)
-                self._place = {symbol: i for i, symbol in enumerate(order)}
-            else:
-                place = self._place
-                for symbol in self._changed:
-                    i = place.get(symbol)
-                    if i is not None:
-                        parts[i] = bodies[symbol] = _body(ticks[symbol])
+                    parts[i] = part
             self._changed.clear()
             body = self._all = b"[" + b",".join(parts) + b"]"
         return body
