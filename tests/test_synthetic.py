@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from decimal import Decimal
 from typing import Any
 
@@ -168,3 +170,22 @@ def test_prime_stamps_the_clocks_time() -> None:
     clock.advance(5_000)
     SyntheticFeed(market, clock, rate=1.0).prime(book)
     assert {t.time_ms for t in book.ticks()} == {NOW + 5_000}
+
+
+def test_fast_rates_tick_in_batches_at_most_every_10_ms() -> None:
+    """At 1000 ticks/s the feed wakes every 10 ms, not every tick: a load that slows the
+    loop only makes fewer, larger batches, so the bound on wake-ups cannot be missed."""
+    u = universe()
+    feed = SyntheticFeed(SyntheticMarket(u, seed=1), ManualClock(NOW), rate=1000.0)
+    book = PriceBook(u)
+    batches: list[int] = []
+    book.subscribe(lambda ticks: batches.append(len(ticks)))
+
+    async def run_for(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed.run(book), seconds)
+
+    asyncio.run(run_for(0.3))
+    assert batches, "the feed applied nothing in 0.3 s"
+    assert len(batches) <= 0.3 / 0.01 + 2
+    assert sum(batches) > len(batches)  # more than one tick per wake-up on average
