@@ -109,7 +109,12 @@ def test_startup_summary_names_feeds_store_and_every_surface(server, tmp_path: P
     assert "tickerd control ready: http://127.0.0.1:" in log
     # The push feed's symbols count though nothing was pushed yet.
     assert srv.symbols == trading
-    assert log.splitlines()[-1].split("tickerd ready: ")[1] == f"{srv.url} ({trading} symbols)"
+    # "ready" closes the summary (a line the running service logs later may follow it).
+    lines = log.splitlines()
+    ready = next(i for i, line in enumerate(lines) if "tickerd ready: " in line)
+    assert lines[ready].split("tickerd ready: ")[1] == f"{srv.url} ({trading} symbols)"
+    for needle in ("store: ", "feed synthetic: ", "feed push: ", "push ready: ", "REST ready: "):
+        assert any(f"tickerd {needle}" in line for line in lines[:ready]), needle
 
 
 def test_startup_summary_counts_a_step_replays_symbols(server, tmp_path: Path) -> None:

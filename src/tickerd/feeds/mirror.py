@@ -352,8 +352,7 @@ class MirrorFeed:
     def _state(self, book: PriceBook) -> MirrorState:
         if self.state is None or self.state.book is not book:
             self.state = MirrorState(book, self._stats)
-            if self.recorder is not None:
-                self.state.listeners.append(self.recorder.record_event)
+            self.state.recorder = self.recorder
         return self.state
 
     def _session_(self) -> aiohttp.ClientSession:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..book import PriceBook, TickRejected
 from ..errors import TickerdError
 from ..models import Tick, Trade
 from ..ticktime import FUTURE_SKEW_MS
+from .recording import TradeRecorder
 
 log = logging.getLogger("tickerd.feeds.mirror")
 
@@ -46,9 +47,6 @@ REFUSALS: dict[int, str] = {
 EXCERPT = 200  # characters of upstream text quoted in a log line
 _QTY = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")  # an exact decimal quantity text
 _MAX_WARNED = 256  # distinct (reason, symbol) pairs logged at WARNING; the rest at DEBUG
-
-#: Called with every applied stream event: (tick, the aggTrade object as received).
-TradeListener = Callable[[Tick, Mapping[str, Any]], None]
 
 
 class UpstreamError(TickerdError):
@@ -106,7 +104,7 @@ class MirrorState:
         self.stats = stats if stats is not None else MirrorStats()
         self.last_event: dict[str, float] = {}
         self.last_agg: dict[str, int] = {}
-        self.listeners: list[TradeListener] = []
+        self.recorder: TradeRecorder | None = None  # records every applied event
         self._warned: set[tuple[str, str]] = set()
 
     # -- stream events --------------------------------------------------------------------
@@ -151,8 +149,8 @@ class MirrorState:
         book.update(_trade_of(tick, agg, data) if book.wants_trades else tick)
         self.last_agg[symbol] = agg
         self.stats.applied += 1
-        for listener in self.listeners:
-            listener(tick, data)
+        if self.recorder is not None:
+            self.recorder.record_event(symbol, data)
         return tick
 
     # -- snapshots --------------------------------------------------------------------------

@@ -10,10 +10,14 @@ numbers as the shortest decimal with one fraction digit at least (``97000.1``), 
 
 Theory of operation
 -------------------
-* Rows are buffered per file (as tuples: the text of all of them is made at once, by one
-  ``orjson.dumps``) and written at least every :data:`FLUSH_S` seconds, and
-  at once when :data:`MAX_BUFFER_ROWS` are buffered: memory is bounded whatever the rate.
-  A write hands whole lines to the OS, so a SIGKILL loses at most the last second.
+* The mirror's events are kept as received, by symbol, and turned into rows at each write,
+  a symbol's batch at once with C calls (columns by ``itemgetter``, printed prices and
+  quantities from a bounded cache, one ``orjson.dumps`` of the rows): per trade, the mirror
+  only appends. Events with a missing or odd field, or that reach past the symbol's open
+  file, take the row-by-row path. Rows are written at least every :data:`FLUSH_S` seconds,
+  and at once when :data:`MAX_BUFFER_ROWS` events and rows are buffered: memory is bounded
+  whatever the rate. A write hands whole lines to the OS, so a SIGKILL loses at most the
+  last second.
 * The days of a symbol only move forward (the mirror applies a trade only if not older
   than the symbol's last), so a row for a later day closes the symbol's file; a file whose
   day has been over for :data:`FINISH_GRACE_MS` by the service clock is closed too. A
@@ -29,11 +33,8 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,23 +47,33 @@ import orjson
 
 from ..clock import Clock
 from ..models import Tick
+from .recording_files import HEADER, last_id_in, repair, zip_day
 
 log = logging.getLogger("tickerd.feeds.recording")
 
-HEADER = b"agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
 SUBDIR = ("futures", "um", "daily", "aggTrades")
 FLUSH_S = 0.5  # seconds between writes of buffered rows (the bound is one second)
-MAX_BUFFER_ROWS = 16_384  # buffered rows over all files (about 2 MB) before a write at once
+MAX_BUFFER_ROWS = 16_384  # events and rows buffered (about 11 MB) before a write at once
 MAX_DECIMALS_CACHED = 1 << 16  # distinct price and quantity texts remembered
 FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for late rows
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
 DAY_MS = 86_400_000
-_TAIL_BYTES = 64 * 1024
-_FIELD_NAMES = ("p", "q", "f", "l", "m")  # besides "a", and "T" (the tick's time)
-_FIELDS = itemgetter(*_FIELD_NAMES)
+_FIELD_NAMES = ("p", "q", "f", "l", "m")  # besides "a" and "T", checked by the mirror
+# orjson's parser reuses one string object per key it has seen (its key cache): lookups
+# with those very objects match by identity, without comparing texts (any other key
+# object finds the same entries, a little slower).
+_KEYS = tuple(orjson.loads(b'{"a":0,"T":0,"p":0,"q":0,"f":0,"l":0,"m":0}'))
+_AGG, _TIME, *_COLUMNS = map(itemgetter, _KEYS)
+_INT, _BOOL = frozenset({int}), frozenset({bool})
 _ZERO = orjson.Fragment(b"0.0")  # a price or quantity that is not a text
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _NAME_RE = re.compile(r"(?P<symbol>[A-Z0-9_]+)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})\.csv")
+
+
+def _csv(rows: list[tuple[Any, ...]]) -> bytes:
+    """Rows as CSV lines. orjson prints them as ``[[1,97000.1,0.01,1,1,1704067200000,true],
+    ...]`` (the decimals are pre-printed fragments): the CSV is that without the brackets."""
+    return orjson.dumps(rows)[2:-2].replace(b"],[", b"\n") + b"\n"
 
 
 def day_of(time_ms: int) -> str:
@@ -93,6 +104,17 @@ def shortest(text: str) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+class _PrintedDecimals(dict[object, orjson.Fragment]):
+    """A price or quantity as received -> its printed form (:func:`decimal_text`), ready
+    for orjson; a miss prints and remembers it (at most :data:`MAX_DECIMALS_CACHED`)."""
+
+    def __missing__(self, received: object) -> orjson.Fragment:
+        if len(self) >= MAX_DECIMALS_CACHED:
+            self.clear()
+        shown = self[received] = orjson.Fragment(decimal_text(received).encode("ascii"))
+        return shown
+
+
 @dataclass(eq=False, slots=True)
 class _File:
     symbol: str
@@ -102,9 +124,11 @@ class _File:
     start: int  # the day's first ms
     end: int  # the next day's first ms
     last_id: int  # the last aggregate id written or buffered for the symbol
-    # Buffered rows, not yet written: (a, p, q, f, l, T, m) ready to print (p and q as
-    # pre-printed fragments; a tuple of numbers leaves the garbage collector's lists).
+    # Rows made one by one, not yet written: (a, p, q, f, l, T, m) ready to print (p and q
+    # as pre-printed fragments; a tuple of numbers leaves the garbage collector's lists).
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    printed: list[bytes] = field(default_factory=list)  # CSV lines not yet written, in order
+    printed_rows: int = 0
 
 
 class TradeRecorder:
@@ -123,9 +147,9 @@ class TradeRecorder:
         self.files_finished = 0
         self._files: dict[str, _File] = {}
         self._last_id: dict[str, int] = {}
-        self._buffered = 0  # rows
-        # A price or quantity text as received -> its shortest form, ready for orjson.
-        self._decimals: dict[object, orjson.Fragment] = {}
+        self._buffered = 0  # rows and events
+        self._received: dict[str, list[Mapping[str, Any]]] = {}  # events, by symbol
+        self._printed = _PrintedDecimals()
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:
             self.base.mkdir(parents=True, exist_ok=True)
@@ -140,15 +164,64 @@ class TradeRecorder:
 
     # -- recording ------------------------------------------------------------------------
 
-    def record_event(self, tick: Tick, event: Mapping[str, Any]) -> None:
-        """Record an applied aggTrade event (the mirror has checked ``a`` and ``T``).
+    def record_event(self, symbol: str, event: Mapping[str, Any]) -> None:
+        """Buffer an applied aggTrade event of ``symbol``. The mirror has checked it: ``a``
+        an integer above the symbol's last, ``T`` an integer not before the last.
 
-        It runs once per mirrored trade, so it does with specialised bytecode and C calls
-        what every row needs (the day, the id, a cached printed form of the price and
-        quantity, the odd field replaced) and buffers the row ready to print: :meth:`flush`
-        prints all buffered rows with one ``orjson.dumps``.
+        It runs once per mirrored trade, so it only keeps the event: :meth:`flush` makes
+        the rows of each symbol's events at once, with C calls over the whole batch.
         """
-        symbol, _, t = tick
+        try:
+            self._received[symbol].append(event)
+        except KeyError:
+            self._received[symbol] = [event]
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFER_ROWS:
+            self.flush()
+
+    def _add_events(self, symbol: str, events: list[Mapping[str, Any]]) -> None:
+        """Buffer the rows of ``events`` (one symbol's, in order): all at once when they
+        fall in the symbol's open file after its last id and have the types Binance sends,
+        else one by one."""
+        f = self._files.get(symbol)
+        if f is not None and events[0]["a"] > f.last_id:
+            start, end = events[0]["T"], events[-1]["T"]
+            if f.start <= start and end < f.end:
+                rows = self._rows(events)
+                if rows is not None:
+                    if f.events:
+                        self._print(f)
+                    f.printed.append(_csv(rows))
+                    f.printed_rows += len(rows)
+                    f.last_id = events[-1]["a"]
+                    return
+        for event in events:
+            self._add_event(symbol, event)
+
+    def _rows(self, events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
+        """The rows of ``events`` (a, p, q, f, l, T, m), or None if a field is missing or
+        of another type than Binance sends (those go through :meth:`_add_event`)."""
+        try:
+            prices, qtys, firsts, lasts, makers = (list(map(g, events)) for g in _COLUMNS)
+        except KeyError:
+            return None
+        if not _INT.issuperset(map(type, firsts)) or not _INT.issuperset(map(type, lasts)):
+            return None
+        if not _BOOL.issuperset(map(type, makers)):
+            return None
+        printed = self._printed.__getitem__
+        try:
+            shown_prices, shown_qtys = map(printed, prices), map(printed, qtys)
+            ids, times = map(_AGG, events), map(_TIME, events)
+            return list(
+                zip(ids, shown_prices, shown_qtys, firsts, lasts, times, makers, strict=True)
+            )
+        except TypeError:  # unhashable: not a text
+            return None
+
+    def _add_event(self, symbol: str, event: Mapping[str, Any]) -> None:
+        """One event's row, each odd field replaced as the files print it."""
+        t: int = event["T"]
         f = self._files.get(symbol)
         if f is None or not f.start <= t < f.end:
             if f is not None and t < f.start:
@@ -163,17 +236,8 @@ class TradeRecorder:
             self.duplicates += 1
             return
         f.last_id = agg
-        try:
-            p, q, first, last, maker = _FIELDS(event)
-        except KeyError:  # an event without one of the fields
-            p, q, first, last, maker = map(event.get, _FIELD_NAMES)
-        decimals = self._decimals
-        try:  # a text not seen yet, or anything else (printed "0.0"), goes to _decimal
-            price = decimals.get(p) or self._decimal(p)
-            qty = decimals.get(q) or self._decimal(q)
-        except TypeError:  # unhashable: not a text
-            price = decimals.get(p) or self._decimal(p) if type(p) is str else _ZERO
-            qty = decimals.get(q) or self._decimal(q) if type(q) is str else _ZERO
+        p, q, first, last, maker = map(event.get, _FIELD_NAMES)
+        price, qty = self._shown(p), self._shown(q)
         if type(first) is not int:
             first = agg
         if type(last) is not int:
@@ -181,9 +245,6 @@ class TradeRecorder:
         if type(maker) is not bool:
             maker = False
         f.events.append((agg, price, qty, first, last, t, maker))
-        self._buffered += 1
-        if self._buffered >= MAX_BUFFER_ROWS:
-            self.flush()
 
     def record(
         self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
@@ -196,10 +257,8 @@ class TradeRecorder:
             self.duplicates += 1
             return
         f.last_id = agg_id
-        price, qty = tick.price, quantity if type(quantity) is str else "0"
         f.events.append((
-            agg_id, self._decimals.get(price) or self._decimal(price),
-            self._decimals.get(qty) or self._decimal(qty),
+            agg_id, self._shown(tick.price), self._shown(quantity),
             first_id if type(first_id) is int else agg_id,
             last_id if type(last_id) is int else agg_id, tick.time_ms, maker is True,
         ))  # fmt: skip
@@ -216,14 +275,9 @@ class TradeRecorder:
         agg = max(f.last_id, 0) + 1
         self.record(tick, agg, "0", agg, agg, False)
 
-    def _decimal(self, text: object) -> orjson.Fragment:
-        """The printed form of a price or quantity (``0.0`` if not a text), remembered (a
-        bounded cache: keys are what was received, hashable by then)."""
-        decimals = self._decimals
-        if len(decimals) >= MAX_DECIMALS_CACHED:
-            decimals.clear()
-        shown = decimals[text] = orjson.Fragment(decimal_text(text).encode("ascii"))
-        return shown
+    def _shown(self, value: object) -> orjson.Fragment:
+        """A received price or quantity as printed (``0.0`` if not a text)."""
+        return self._printed[value] if type(value) is str else _ZERO
 
     def _file_for(self, tick: Tick) -> _File | None:
         f = self._files.get(tick.symbol)
@@ -239,20 +293,28 @@ class TradeRecorder:
 
     def flush(self) -> None:
         """Write every buffered row (whole lines) to its file."""
+        received = self._received
+        if received:
+            self._received = {}
+            for symbol, events in received.items():
+                self._add_events(symbol, events)
         for f in self._files.values():
-            if f.events:
+            if f.events or f.printed:
                 self._write(f)
         self._buffered = 0
 
-    def _write(self, f: _File) -> None:
-        rows = f.events
+    def _print(self, f: _File) -> None:
+        f.printed.append(_csv(f.events))
+        f.printed_rows += len(f.events)
         f.events = []
-        # orjson prints the rows as [[1,97000.1,0.01,1,1,1704067200000,true],...] (the
-        # decimals are pre-printed fragments): the CSV is that without the brackets.
-        text = orjson.dumps(rows)[2:-2].replace(b"],[", b"\n")
-        f.handle.write(text + b"\n")
+
+    def _write(self, f: _File) -> None:
+        if f.events:
+            self._print(f)
+        f.handle.writelines(f.printed)
         f.handle.flush()
-        self.rows += len(rows)
+        self.rows += f.printed_rows
+        f.printed, f.printed_rows = [], 0
 
     def tick(self) -> None:
         """Flush, then close and zip the files of days over by :data:`FINISH_GRACE_MS`."""
@@ -325,11 +387,11 @@ class TradeRecorder:
         folder = self.base / symbol
         folder.mkdir(parents=True, exist_ok=True)
         if symbol not in self._last_id:
-            self._last_id[symbol] = _last_id_in(folder, symbol)
+            self._last_id[symbol] = last_id_in(folder, symbol)
         path = folder / f"{symbol}-aggTrades-{day}.csv"
         new = not path.exists() or path.stat().st_size == 0
         if not new:
-            _repair(path)
+            repair(path)
         handle = open(path, "ab")  # noqa: SIM115 - kept open across calls, closed in _finish
         if new:
             handle.write(HEADER)
@@ -341,7 +403,7 @@ class TradeRecorder:
     def _finish(self, symbol: str) -> None:
         f = self._files.pop(symbol)
         self._last_id[symbol] = f.last_id
-        if f.events:
+        if f.events or f.printed:
             self._buffered -= len(f.events)
             self._write(f)
         f.handle.close()
@@ -353,68 +415,5 @@ class TradeRecorder:
         for path in sorted(self.base.glob("*/*-aggTrades-*.csv")):
             m = _NAME_RE.fullmatch(path.name)
             if m and m["day"] < today:
-                _repair(path)
+                repair(path)
                 self.pending.append(path)  # left by an earlier run
-
-
-def zip_day(csv_path: Path) -> Path:
-    """``X.csv`` → ``X.zip`` (holding ``X.csv``) and ``X.zip.CHECKSUM``; removes the CSV."""
-    zip_path = csv_path.with_suffix(".zip")
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(csv_path, csv_path.name)
-    _fsync(tmp)
-    os.replace(tmp, zip_path)
-    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    side = zip_path.with_name(zip_path.name + ".CHECKSUM")
-    side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(f"{digest}  {zip_path.name}\n", encoding="ascii")
-    _fsync(side_tmp)
-    os.replace(side_tmp, side)
-    csv_path.unlink()
-    return zip_path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _repair(path: Path) -> None:
-    """Cut a torn last line (one without its newline) off ``path``."""
-    size = path.stat().st_size
-    with open(path, "rb+") as f:
-        f.seek(max(0, size - _TAIL_BYTES))
-        tail = f.read()
-        if not tail or tail.endswith(b"\n"):
-            return
-        cut = tail.rfind(b"\n")
-        keep = size - len(tail) + cut + 1 if cut >= 0 else 0
-        f.truncate(keep)
-        log.warning("recording: cut a torn last line off %s (%d bytes)", path, size - keep)
-    if keep == 0:
-        path.write_bytes(HEADER)
-
-
-def _last_id_in(folder: Path, symbol: str) -> int:
-    """The aggregate id of the last complete row of the symbol's newest file, or -1."""
-    csvs = sorted(folder.glob(f"{symbol}-aggTrades-*.csv"))
-    zips = sorted(folder.glob(f"{symbol}-aggTrades-*.zip"))
-    newest_csv = csvs[-1] if csvs else None
-    newest_zip = zips[-1] if zips else None
-    if newest_csv is not None and (newest_zip is None or newest_csv.stem >= newest_zip.stem):
-        _repair(newest_csv)
-        data = newest_csv.read_bytes()[-_TAIL_BYTES:]
-    elif newest_zip is not None:
-        with zipfile.ZipFile(newest_zip) as zf, zf.open(newest_zip.stem + ".csv") as member:
-            data = member.read()[-_TAIL_BYTES:]
-    else:
-        return -1
-    for line in reversed(data.split(b"\n")):
-        head = line.split(b",", 1)[0]
-        if head.isdigit():
-            return int(head)
-    return -1
