@@ -62,11 +62,11 @@ def machine() -> Result:
 MISS_NOTES = {
     ("mirror-recording", "recorded / plain instructions"): (
         "Per applied aggTrade the mirror only appends the event; each write makes a "
-        "symbol's rows with C calls over the batch. What is left is their floor: seven "
-        "itemgetter lookups, hashing the price and quantity texts for the printed-decimals "
-        "cache, a row tuple and its share of orjson.dumps and one bytes.replace (callgrind: "
-        "dict lookups ~900, map/zip steps ~1 000, printing ~1 300, the append ~800), against "
-        "a mirror path (orjson.loads, the checks, PriceBook.update) of about 37 000."
+        "symbol's rows with C calls over the batch. What is left is the cost of those calls "
+        "per row: seven itemgetter lookups, hashing the price and quantity texts for the "
+        "printed-decimals cache, a row tuple and its share of orjson.dumps and one "
+        "bytes.replace, against a mirror path (orjson.loads, the checks, PriceBook.update) "
+        "of about 37 000 instructions."
     ),
     ("open-loop-20k", "server CPU per request"): (
         "At 20 000 req/s nothing is pipelined: every request costs the server a wake-up, a "

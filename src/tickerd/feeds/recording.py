@@ -189,10 +189,7 @@ class TradeRecorder:
             if f.start <= start and end < f.end:
                 rows = self._rows(events)
                 if rows is not None:
-                    if f.events:
-                        self._print(f)
-                    f.printed.append(_csv(rows))
-                    f.printed_rows += len(rows)
+                    self._print(f, rows)
                     f.last_id = events[-1]["a"]
                     return
         for event in events:
@@ -303,14 +300,16 @@ class TradeRecorder:
                 self._write(f)
         self._buffered = 0
 
-    def _print(self, f: _File) -> None:
-        f.printed.append(_csv(f.events))
-        f.printed_rows += len(f.events)
+    def _print(self, f: _File, rows: list[tuple[Any, ...]] | None = None) -> None:
+        """Print ``f``'s rows made one by one, then ``rows``, as its next CSV text."""
+        for batch in (f.events, rows):
+            if batch:
+                f.printed.append(_csv(batch))
+                f.printed_rows += len(batch)
         f.events = []
 
     def _write(self, f: _File) -> None:
-        if f.events:
-            self._print(f)
+        self._print(f)
         f.handle.writelines(f.printed)
         f.handle.flush()
         self.rows += f.printed_rows
