@@ -66,7 +66,7 @@ def messages(count: int, first_id: int, t0_ms: int) -> list[str]:
 def mirror(recorder: TradeRecorder | None) -> MirrorState:
     """A fresh MirrorState on a fresh book, with ``recorder`` attached as the mirror does."""
     state = MirrorState(PriceBook(SymbolUniverse.default()))
-    state.recorder = recorder
+    state.record = None if recorder is None else recorder.record_event
     return state
 
 

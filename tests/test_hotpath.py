@@ -22,8 +22,8 @@ from conftest import ServerFactory
 from tickerd import hotpath
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Every test file that checks replies byte for byte: golden frames, properties, fuzzing,
-#: RFC 6455 over real sockets, the limiter.
+#: Every test file that checks replies or recorded rows byte for byte: golden frames,
+#: properties, fuzzing, RFC 6455 over real sockets, the limiter, the recorder.
 BYTE_EXACT_TESTS = [
     "tests/test_protocol.py",
     "tests/test_wsconn.py",
@@ -31,6 +31,7 @@ BYTE_EXACT_TESTS = [
     "tests/test_fuzz.py",
     "tests/test_ratelimit.py",
     "tests/test_errors.py",
+    "tests/test_recording.py",
 ]
 
 

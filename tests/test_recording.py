@@ -36,6 +36,11 @@ LATER = {"BTCUSDT": "97001.20", "ETHUSDT": "3151.00", "YFIUSDT": "8125.0", "VETU
 AGG_HEADER = HEADER.decode().strip().split(",")
 
 
+def _record(rec: TradeRecorder, symbol: str, event: dict[str, Any]) -> None:
+    """Record ``event`` as the mirror does: its id, time and price passed as read."""
+    rec.record_event(symbol, event.get("a"), event.get("T"), event.get("p"), event)
+
+
 def rows_of(folder: Path) -> dict[str, list[list[str]]]:
     """Every recorded row per symbol, in file (date) order, csv or zip."""
     out: dict[str, list[list[str]]] = {}
@@ -213,14 +218,14 @@ def test_mirror_events_after_a_restart_skip_what_was_written(tmp_path: Path) -> 
 
     rec = TradeRecorder(tmp_path, clock)
     for agg in range(100, 105):
-        rec.record_event("ETHUSDT", event("ETHUSDT", agg, "2281.50"))
-        rec.record_event("DOGEUSDT", event("DOGEUSDT", agg, "0.063920"))
+        _record(rec, "ETHUSDT", event("ETHUSDT", agg, "2281.50"))
+        _record(rec, "DOGEUSDT", event("DOGEUSDT", agg, "0.063920"))
     rec.close()
     rec = TradeRecorder(tmp_path, clock)
     for first, last in ((103, 106), (105, 111)):  # 103, 104, then 105 again
         for agg in range(first, last):
-            rec.record_event("ETHUSDT", event("ETHUSDT", agg, "2281.60"))
-            rec.record_event("DOGEUSDT", event("DOGEUSDT", agg, "0.063930"))
+            _record(rec, "ETHUSDT", event("ETHUSDT", agg, "2281.60"))
+            _record(rec, "DOGEUSDT", event("DOGEUSDT", agg, "0.063930"))
         rec.flush()
     rec.close()
     base = tmp_path / "futures/um/daily/aggTrades"
@@ -282,7 +287,7 @@ def test_odd_event_fields_are_printed_as_the_files_print_them(tmp_path: Path) ->
         {"a": 3, "p": "42000.1", "q": "1E-3", "f": "7", "l": None, "T": t + 2, "m": False},
     ]
     for event in odd:
-        rec.record_event("BTCUSDT", event)
+        _record(rec, "BTCUSDT", event)
     rec.close()
     path = tmp_path / "futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-01-01.csv"
     assert path.read_bytes() == HEADER + (
@@ -300,7 +305,7 @@ def test_the_mirror_records_trades_while_a_stream_subscriber_listens(tmp_path: P
     book = PriceBook(SymbolUniverse.default())
     state = MirrorState(book)
     rec = TradeRecorder(tmp_path, clock)
-    state.recorder = rec
+    state.record = rec.record_event
     for wants, agg in ((False, 1), (True, 2)):
         book.wants_trades = wants
         data = {"e": "aggTrade", "E": t + agg, "s": "BTCUSDT", "a": agg, "p": f"42000.{agg}0",
@@ -446,7 +451,7 @@ def test_events_of_many_symbols_are_printed_row_by_row_as_computed_here(
         event.update({"q": qty, "m": maker})
         if with_ids:
             event.update({"f": agg * 2, "l": agg * 2 + 1})
-        rec.record_event(symbol, event)
+        _record(rec, symbol, event)
         expected.setdefault((symbol, day_of(t)), []).append(_expected_row(event))
         if flush:
             rec.flush()
@@ -478,7 +483,7 @@ def test_event_buffer_and_printed_decimals_are_bounded(
     for i in range(1, 13):
         event = {"s": "BTCUSDT", "a": i, "p": f"42000.{i}0", "q": f"0.{i:03d}", "f": i, "l": i,
                  "T": t + i, "m": False}  # fmt: skip
-        rec.record_event("BTCUSDT", event)
+        _record(rec, "BTCUSDT", event)
         assert len(rec._printed) <= 3  # noqa: SLF001 - the bound under test
         if i == 4:
             assert not path.exists()  # buffered: fewer than 5 events

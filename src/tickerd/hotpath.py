@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-#: The WebSocket API request path, compiled by mypyc when a C compiler is present (the one
-#: list; ``setup.py`` reads it). The transport's picows subclasses stay interpreted: a mypyc
+#: The WebSocket API request path and the recorder's per-trade rows, compiled by mypyc when
+#: a C compiler is present (the one list; ``setup.py`` reads it). The transport's picows subclasses stay interpreted: a mypyc
 #: native class cannot derive from picows' Cython types. ``book.py`` stays interpreted: its
 #: ``make_tick`` refuses ill-typed input with TickRejected, where compiled code would raise
 #: TypeError at the call (the request path only reads its cached bodies).
@@ -40,6 +40,7 @@ COMPILED_MODULES = (
     "tickerd.frames",
     "tickerd.ratelimit",
     "tickerd.counters",
+    "tickerd.feeds.aggtrade_rows",
 )
 PURE_ENV = "TICKERD_PURE"  # "1": run (and install) the pure-Python path
 RECORD = "hotpath.json"  # written by the build beside this file: {"sources": {module: sha256}}

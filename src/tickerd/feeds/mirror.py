@@ -352,7 +352,7 @@ class MirrorFeed:
     def _state(self, book: PriceBook) -> MirrorState:
         if self.state is None or self.state.book is not book:
             self.state = MirrorState(book, self._stats)
-            self.state.recorder = self.recorder
+            self.state.record = None if self.recorder is None else self.recorder.record_event
         return self.state
 
     def _session_(self) -> aiohttp.ClientSession:

@@ -34,7 +34,7 @@ from ..book import PriceBook, TickRejected
 from ..errors import TickerdError
 from ..models import Tick, Trade
 from ..ticktime import FUTURE_SKEW_MS
-from .recording import TradeRecorder
+from .recording import RecordEvent
 
 log = logging.getLogger("tickerd.feeds.mirror")
 
@@ -104,7 +104,7 @@ class MirrorState:
         self.stats = stats if stats is not None else MirrorStats()
         self.last_event: dict[str, float] = {}
         self.last_agg: dict[str, int] = {}
-        self.recorder: TradeRecorder | None = None  # records every applied event
+        self.record: RecordEvent | None = None  # a TradeRecorder's, for every applied event
         self._warned: set[tuple[str, str]] = set()
 
     # -- stream events --------------------------------------------------------------------
@@ -143,14 +143,15 @@ class MirrorState:
         if current is not None and type(trade_time) is int and trade_time < current.time_ms:
             self.stats.skipped += 1
             return None
-        tick = self._make(symbol, data.get("p"), trade_time, now_ms, "aggTrade")
+        price = data.get("p")
+        tick = self._make(symbol, price, trade_time, now_ms, "aggTrade")
         if tick is None:
             return None
         book.update(_trade_of(tick, agg, data) if book.wants_trades else tick)
         self.last_agg[symbol] = agg
         self.stats.applied += 1
-        if self.recorder is not None:
-            self.recorder.record_event(symbol, data)
+        if self.record is not None:
+            self.record(symbol, agg, trade_time, price, data)
         return tick
 
     # -- snapshots --------------------------------------------------------------------------

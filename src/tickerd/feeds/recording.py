@@ -10,14 +10,15 @@ numbers as the shortest decimal with one fraction digit at least (``97000.1``), 
 
 Theory of operation
 -------------------
-* The mirror's events are kept as received, by symbol, and turned into rows at each write,
-  a symbol's batch at once with C calls (columns by ``itemgetter``, printed prices and
-  quantities from a bounded cache, one ``orjson.dumps`` of the rows): per trade, the mirror
-  only appends. Events with a missing or odd field, or that reach past the symbol's open
-  file, take the row-by-row path. Rows are written at least every :data:`FLUSH_S` seconds,
-  and at once when :data:`MAX_BUFFER_ROWS` events and rows are buffered: memory is bounded
-  whatever the rate. A write hands whole lines to the OS, so a SIGKILL loses at most the
-  last second.
+* Per mirrored trade, :class:`.aggtrade_rows.RowBuffer` (compiled with the request path)
+  stores the row's fields in the symbol's flat list: the price and quantity as printed
+  fragments from a bounded cache. At each write a symbol's rows join its open file at once
+  when they fall in its day after its last id, and one ``orjson.dumps`` prints them.
+  Events with a missing or odd field, rows that reach past the open file, and the push
+  ingest's ticks go row by row. Rows are written at least every :data:`FLUSH_S` seconds,
+  and at once when :data:`MAX_BUFFER_ROWS` rows wait in the buffer or in the files: memory
+  is bounded whatever the rate. A write hands whole lines to the OS, so a SIGKILL loses at
+  most the last second.
 * The days of a symbol only move forward (the mirror applies a trade only if not older
   than the symbol's last), so a row for a later day closes the symbol's file; a file whose
   day has been over for :data:`FINISH_GRACE_MS` by the service clock is closed too. A
@@ -35,11 +36,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +47,7 @@ import orjson
 
 from ..clock import Clock
 from ..models import Tick
+from .aggtrade_rows import FALSE_END, FIELDS, TRUE_END, RowBuffer, csv_text
 from .recording_files import HEADER, last_id_in, repair, zip_day
 
 log = logging.getLogger("tickerd.feeds.recording")
@@ -59,21 +60,11 @@ FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
 DAY_MS = 86_400_000
 _FIELD_NAMES = ("p", "q", "f", "l", "m")  # besides "a" and "T", checked by the mirror
-# orjson's parser reuses one string object per key it has seen (its key cache): lookups
-# with those very objects match by identity, without comparing texts (any other key
-# object finds the same entries, a little slower).
-_KEYS = tuple(orjson.loads(b'{"a":0,"T":0,"p":0,"q":0,"f":0,"l":0,"m":0}'))
-_AGG, _TIME, *_COLUMNS = map(itemgetter, _KEYS)
-_INT, _BOOL = frozenset({int}), frozenset({bool})
 _ZERO = orjson.Fragment(b"0.0")  # a price or quantity that is not a text
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+#: ``TradeRecorder.record_event``: ``(symbol, a, T, p, event)``.
+RecordEvent = Callable[[str, int, object, object, dict[str, Any]], None]
 _NAME_RE = re.compile(r"(?P<symbol>[A-Z0-9_]+)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})\.csv")
-
-
-def _csv(rows: list[tuple[Any, ...]]) -> bytes:
-    """Rows as CSV lines. orjson prints them as ``[[1,97000.1,0.01,1,1,1704067200000,true],
-    ...]`` (the decimals are pre-printed fragments): the CSV is that without the brackets."""
-    return orjson.dumps(rows)[2:-2].replace(b"],[", b"\n") + b"\n"
 
 
 def day_of(time_ms: int) -> str:
@@ -104,17 +95,6 @@ def shortest(text: str) -> str:
     return text + "0" if text.endswith(".") else text
 
 
-class _PrintedDecimals(dict[object, orjson.Fragment]):
-    """A price or quantity as received -> its printed form (:func:`decimal_text`), ready
-    for orjson; a miss prints and remembers it (at most :data:`MAX_DECIMALS_CACHED`)."""
-
-    def __missing__(self, received: object) -> orjson.Fragment:
-        if len(self) >= MAX_DECIMALS_CACHED:
-            self.clear()
-        shown = self[received] = orjson.Fragment(decimal_text(received).encode("ascii"))
-        return shown
-
-
 @dataclass(eq=False, slots=True)
 class _File:
     symbol: str
@@ -124,11 +104,9 @@ class _File:
     start: int  # the day's first ms
     end: int  # the next day's first ms
     last_id: int  # the last aggregate id written or buffered for the symbol
-    # Rows made one by one, not yet written: (a, p, q, f, l, T, m) ready to print (p and q
-    # as pre-printed fragments; a tuple of numbers leaves the garbage collector's lists).
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    printed: list[bytes] = field(default_factory=list)  # CSV lines not yet written, in order
-    printed_rows: int = 0
+    # The rows not yet written, flat (:mod:`.aggtrade_rows`): a flat list of numbers and
+    # fragments leaves the garbage collector's lists, unlike a tuple per row.
+    items: list[Any] = field(default_factory=list)
 
 
 class TradeRecorder:
@@ -147,9 +125,16 @@ class TradeRecorder:
         self.files_finished = 0
         self._files: dict[str, _File] = {}
         self._last_id: dict[str, int] = {}
-        self._buffered = 0  # rows and events
-        self._received: dict[str, list[Mapping[str, Any]]] = {}  # events, by symbol
-        self._printed = _PrintedDecimals()
+        self._buffered = 0  # rows in the files' items, not yet written
+        self._printed: dict[str, orjson.Fragment] = {}  # received price or quantity -> printed
+        self._events = RowBuffer(
+            self._printed, self._print_decimal, self._add_odd, self.flush, MAX_BUFFER_ROWS
+        )
+        #: Buffer the row of an applied aggTrade ``event``: ``(symbol, a, T, p, event)``,
+        #: the aggregate id, trade time and price as the mirror read and checked them
+        #: (``a`` an integer above the symbol's last, ``T`` an integer not before the last).
+        #: Called once per trade, it is the compiled :meth:`.aggtrade_rows.RowBuffer.add`.
+        self.record_event: RecordEvent = self._events.add
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:
             self.base.mkdir(parents=True, exist_ok=True)
@@ -164,109 +149,71 @@ class TradeRecorder:
 
     # -- recording ------------------------------------------------------------------------
 
-    def record_event(self, symbol: str, event: Mapping[str, Any]) -> None:
-        """Buffer an applied aggTrade event of ``symbol``. The mirror has checked it: ``a``
-        an integer above the symbol's last, ``T`` an integer not before the last.
-
-        It runs once per mirrored trade, so it only keeps the event: :meth:`flush` makes
-        the rows of each symbol's events at once, with C calls over the whole batch.
-        """
-        try:
-            self._received[symbol].append(event)
-        except KeyError:
-            self._received[symbol] = [event]
-        self._buffered += 1
+    def _add_odd(self, symbol: str, event: dict[str, Any]) -> None:
+        """An event the buffer cannot take as it is: the symbol's rows so far, then its."""
+        self._add_items(symbol, self._events.pop(symbol))
+        self._add_event(symbol, event)
         if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
 
-    def _add_events(self, symbol: str, events: list[Mapping[str, Any]]) -> None:
-        """Buffer the rows of ``events`` (one symbol's, in order): all at once when they
-        fall in the symbol's open file after its last id and have the types Binance sends,
-        else one by one."""
+    def _add_items(self, symbol: str, items: list[Any]) -> None:
+        """Buffer a symbol's flat rows (in order) in its file: all at once when they fall in
+        its open file after its last id, else one by one."""
+        if not items:
+            return
         f = self._files.get(symbol)
-        if f is not None and events[0]["a"] > f.last_id:
-            start, end = events[0]["T"], events[-1]["T"]
-            if f.start <= start and end < f.end:
-                rows = self._rows(events)
-                if rows is not None:
-                    self._print(f, rows)
-                    f.last_id = events[-1]["a"]
-                    return
-        for event in events:
-            self._add_event(symbol, event)
+        if f is not None and items[0] > f.last_id and f.start <= items[5] and items[-2] < f.end:
+            if f.items:
+                f.items += items
+            else:  # as at most writes: no copy
+                f.items = items
+            f.last_id = items[-FIELDS]
+            self._buffered += len(items) // FIELDS
+            return
+        for i in range(0, len(items), FIELDS):
+            self._add_row(symbol, items[i : i + FIELDS])
 
-    def _rows(self, events: list[Mapping[str, Any]]) -> list[tuple[Any, ...]] | None:
-        """The rows of ``events`` (a, p, q, f, l, T, m), or None if a field is missing or
-        of another type than Binance sends (those go through :meth:`_add_event`)."""
-        try:
-            prices, qtys, firsts, lasts, makers = (list(map(g, events)) for g in _COLUMNS)
-        except KeyError:
-            return None
-        if not _INT.issuperset(map(type, firsts)) or not _INT.issuperset(map(type, lasts)):
-            return None
-        if not _BOOL.issuperset(map(type, makers)):
-            return None
-        printed = self._printed.__getitem__
-        try:
-            shown_prices, shown_qtys = map(printed, prices), map(printed, qtys)
-            ids, times = map(_AGG, events), map(_TIME, events)
-            return list(
-                zip(ids, shown_prices, shown_qtys, firsts, lasts, times, makers, strict=True)
-            )
-        except TypeError:  # unhashable: not a text
-            return None
-
-    def _add_event(self, symbol: str, event: Mapping[str, Any]) -> None:
-        """One event's row, each odd field replaced as the files print it."""
-        t: int = event["T"]
-        f = self._files.get(symbol)
-        if f is None or not f.start <= t < f.end:
-            if f is not None and t < f.start:
-                self.duplicates += 1
-                return
-            f = self._open(symbol, t)
-            if f is None:
-                self.late += 1
-                return
-        agg: int = event["a"]
-        if agg <= f.last_id:
+    def _add_row(self, symbol: str, row: Sequence[Any]) -> None:
+        """Buffer one row (``a``, printed ``p`` and ``q``, ``f``, ``l``, ``T``, the maker's end)
+        in the symbol's file of its day; dropped (and counted) if not above the last id."""
+        f = self._file_at(symbol, row[5])
+        if f is None:
+            return
+        if row[0] <= f.last_id:
             self.duplicates += 1
             return
-        f.last_id = agg
+        f.last_id = row[0]
+        f.items += row
+        self._buffered += 1
+
+    def _add_event(self, symbol: str, event: dict[str, Any]) -> None:
+        """One event's row, each odd field replaced as the files print it."""
+        agg: int = event["a"]
         p, q, first, last, maker = map(event.get, _FIELD_NAMES)
-        price, qty = self._shown(p), self._shown(q)
         if type(first) is not int:
             first = agg
         if type(last) is not int:
             last = agg
-        if type(maker) is not bool:
-            maker = False
-        f.events.append((agg, price, qty, first, last, t, maker))
+        end = TRUE_END if maker is True else FALSE_END
+        self._add_row(symbol, (agg, self._shown(p), self._shown(q), first, last, event["T"], end))
 
     def record(
         self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
     ) -> None:
         """Buffer one row; rows whose id is not above the symbol's last are dropped."""
-        f = self._file_for(tick)
-        if f is None:
-            return
-        if agg_id <= f.last_id:
-            self.duplicates += 1
-            return
-        f.last_id = agg_id
-        f.events.append((
+        self._add_row(tick.symbol, (
             agg_id, self._shown(tick.price), self._shown(quantity),
             first_id if type(first_id) is int else agg_id,
-            last_id if type(last_id) is int else agg_id, tick.time_ms, maker is True,
+            last_id if type(last_id) is int else agg_id, tick.time_ms,
+            TRUE_END if maker is True else FALSE_END,
         ))  # fmt: skip
-        self._buffered += 1
         if self._buffered >= MAX_BUFFER_ROWS:
             self.flush()
 
     def record_tick(self, tick: Tick) -> None:
         """Buffer a tick that came without trade details (the push ingest): its aggregate id
         is the symbol's last plus one, quantity ``0.0``, trade ids the aggregate id."""
-        f = self._file_for(tick)
+        f = self._file_at(tick.symbol, tick.time_ms)
         if f is None:
             return
         agg = max(f.last_id, 0) + 1
@@ -274,46 +221,48 @@ class TradeRecorder:
 
     def _shown(self, value: object) -> orjson.Fragment:
         """A received price or quantity as printed (``0.0`` if not a text)."""
-        return self._printed[value] if type(value) is str else _ZERO
+        if type(value) is not str:
+            return _ZERO
+        shown = self._printed.get(value)
+        return self._print_decimal(value) if shown is None else shown
 
-    def _file_for(self, tick: Tick) -> _File | None:
-        f = self._files.get(tick.symbol)
-        t = tick.time_ms
-        if f is None or not f.start <= t < f.end:
-            if f is not None and t < f.start:
+    def _print_decimal(self, text: str) -> orjson.Fragment:
+        """``text`` printed (:func:`decimal_text`) as a fragment for orjson, and remembered
+        (at most :data:`MAX_DECIMALS_CACHED` texts)."""
+        if len(self._printed) >= MAX_DECIMALS_CACHED:
+            self._printed.clear()
+        shown = self._printed[text] = orjson.Fragment(decimal_text(text).encode("ascii"))
+        return shown
+
+    def _file_at(self, symbol: str, time_ms: int) -> _File | None:
+        """The symbol's file of the day of ``time_ms``, opened if need be; None (the row
+        counted as a duplicate or late) when that day is over for the symbol."""
+        f = self._files.get(symbol)
+        if f is None or not f.start <= time_ms < f.end:
+            if f is not None and time_ms < f.start:
                 self.duplicates += 1  # a symbol's days only move forward; never reopen one
                 return None
-            f = self._open(tick.symbol, t)
+            f = self._open(symbol, time_ms)
             if f is None:
                 self.late += 1
         return f
 
     def flush(self) -> None:
         """Write every buffered row (whole lines) to its file."""
-        received = self._received
-        if received:
-            self._received = {}
-            for symbol, events in received.items():
-                self._add_events(symbol, events)
+        if self._events.count:
+            for symbol, items in self._events.take().items():
+                self._add_items(symbol, items)
         for f in self._files.values():
-            if f.events or f.printed:
+            if f.items:
                 self._write(f)
-        self._buffered = 0
-
-    def _print(self, f: _File, rows: list[tuple[Any, ...]] | None = None) -> None:
-        """Print ``f``'s rows made one by one, then ``rows``, as its next CSV text."""
-        for batch in (f.events, rows):
-            if batch:
-                f.printed.append(_csv(batch))
-                f.printed_rows += len(batch)
-        f.events = []
 
     def _write(self, f: _File) -> None:
-        self._print(f)
-        f.handle.writelines(f.printed)
+        f.handle.write(csv_text(f.items))
         f.handle.flush()
-        self.rows += f.printed_rows
-        f.printed, f.printed_rows = [], 0
+        written = len(f.items) // FIELDS
+        self.rows += written
+        self._buffered -= written
+        f.items = []
 
     def tick(self) -> None:
         """Flush, then close and zip the files of days over by :data:`FINISH_GRACE_MS`."""
@@ -402,8 +351,7 @@ class TradeRecorder:
     def _finish(self, symbol: str) -> None:
         f = self._files.pop(symbol)
         self._last_id[symbol] = f.last_id
-        if f.events or f.printed:
-            self._buffered -= len(f.events)
+        if f.items:
             self._write(f)
         f.handle.close()
         self.pending.append(f.path)
