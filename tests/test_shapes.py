@@ -12,14 +12,15 @@ every frame, through 429 and 418 as the small limit fills.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers_core import IP, NOW, body, ok, standard_book
-from tickerd import Protocol, RateLimiter, Session
-from tickerd.protocol import CloseConnection
+from tickerd import Protocol, RateLimiter, Session, shapes
+from tickerd.protocol import CloseConnection, id_json, id_token
 
 ID_TOKENS = st.one_of(
     st.integers(-(2**63), 2**63 - 1).map(str),
@@ -225,3 +226,23 @@ def test_symbols_listed_later_take_the_shortcut_after_their_first_request() -> N
 
 def ok_reply(rid: bytes, symbol: bytes, price: bytes, time_ms: int, count: int) -> bytes:
     return ok(rid, body(symbol.decode(), price.decode(), time_ms), count)
+
+
+_ID_BYTES = st.one_of(ID_TOKENS.map(str.encode), st.binary(max_size=42))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(prefix=st.binary(max_size=8), token=_ID_BYTES, suffix=st.binary(max_size=8))
+def test_the_id_check_takes_exactly_what_the_id_token_pattern_matches(
+    prefix: bytes, token: bytes, suffix: bytes
+) -> None:
+    frame = prefix + token + suffix
+    start, end = len(prefix), len(prefix) + len(token)
+    assert id_token(frame, start, end) == (shapes.ID_TOKEN(frame, start, end) is not None)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(rid=st.one_of(st.text(max_size=40), st.text("abcXYZ019-_ .", max_size=40)))
+def test_a_string_id_is_accepted_exactly_as_binance_pattern_says(rid: str) -> None:
+    valid = re.fullmatch(r"[a-zA-Z0-9\-_]{1,36}", rid) is not None
+    assert id_json(rid) == (b'"%s"' % rid.encode() if valid else None)

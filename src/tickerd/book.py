@@ -29,7 +29,9 @@ class PriceBook:
     def __init__(self, universe: SymbolUniverse) -> None:
         self.universe = universe
         self._ticks: dict[str, Tick] = {}
-        self._bodies: dict[str, bytes] = {}
+        #: The cache behind :meth:`body` (read it, never write it): a symbol missing here
+        #: may still have a body; ask :meth:`body`. Changed in place, never replaced.
+        self.bodies: dict[str, bytes] = {}
         self._all: bytes | None = None
         # The all-symbols array's parts, and each symbol's place in it (symbol order);
         # the places are recomputed when they may have changed (None after remove/clear/
@@ -53,7 +55,7 @@ class PriceBook:
         """Make ``tick`` its symbol's latest price (the tick must come from :meth:`make_tick`
         or an equally validated source)."""
         self._ticks[tick.symbol] = tick
-        self._bodies.pop(tick.symbol, None)
+        self.bodies.pop(tick.symbol, None)
         self._changed.add(tick.symbol)
         self._all = None
         if self._listeners:
@@ -63,7 +65,7 @@ class PriceBook:
     def apply(self, ticks: Sequence[Tick]) -> None:
         """Apply a batch of validated ticks in order (the last per symbol wins)."""
         store = self._ticks
-        bodies = self._bodies
+        bodies = self.bodies
         changed = self._changed
         for tick in ticks:
             store[tick.symbol] = tick
@@ -77,21 +79,21 @@ class PriceBook:
     def remove(self, symbol: str) -> None:
         """Forget ``symbol``'s price."""
         self._ticks.pop(symbol, None)
-        self._bodies.pop(symbol, None)
+        self.bodies.pop(symbol, None)
         self._all = None
         self._place = None
 
     def clear(self) -> None:
         """Forget every price."""
         self._ticks.clear()
-        self._bodies.clear()
+        self.bodies.clear()
         self._all = None
         self._place = None
 
     def refresh_status(self) -> None:
         """Re-read which symbols trade after the universe changed a status."""
         self._trading = frozenset(s.symbol for s in self.universe.trading())
-        self._bodies.clear()
+        self.bodies.clear()
         self._all = None
         self._place = None
 
@@ -150,12 +152,12 @@ class PriceBook:
 
     def body(self, symbol: str) -> bytes | None:
         """The cached ``result`` body of a TRADING symbol that has a price, else None."""
-        body = self._bodies.get(symbol)
+        body = self.bodies.get(symbol)
         if body is None:
             tick = self._ticks.get(symbol)
             if tick is None or symbol not in self._trading:
                 return None
-            body = self._bodies[symbol] = _body(tick)
+            body = self.bodies[symbol] = _body(tick)
         return body
 
     def all_body(self) -> bytes:
@@ -163,7 +165,7 @@ class PriceBook:
         body = self._all
         if body is None:
             ticks = self._ticks
-            bodies = self._bodies
+            bodies = self.bodies
             parts = self._parts
             place = self._place
             changed: Iterable[str] = self._changed
