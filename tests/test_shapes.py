@@ -246,3 +246,18 @@ def test_the_id_check_takes_exactly_what_the_id_token_pattern_matches(
 def test_a_string_id_is_accepted_exactly_as_binance_pattern_says(rid: str) -> None:
     valid = re.fullmatch(r"[a-zA-Z0-9\-_]{1,36}", rid) is not None
     assert id_json(rid) == (b'"%s"' % rid.encode() if valid else None)
+
+
+def test_ids_of_changing_lengths_and_a_comma_inside_an_id_take_the_right_path() -> None:
+    # The shortcut first tries where the last id ended: ids of another length, and an id
+    # holding a comma exactly where the last one ended, must still get the parser's reply.
+    uuid = '"9d32157c-a556-4d27-9866-66760a174b57"'
+    tail = ',"method":"ticker.price","params":{"symbol":"BTCUSDT"}}'
+    ids = [uuid, "7", uuid, '"ab' + "," * 34 + 'c"', '"' + "c," * 18 + '"', uuid, "123", "null"]
+    book = standard_book()
+    fast, full = Protocol(book, RateLimiter(2400)), Protocol(book, RateLimiter(2400))
+    for i, rid in enumerate(ids):
+        frame = ('{"id":%s%s' % (rid, tail)).encode()
+        reply = answer(fast.handle, frame, Session(IP), NOW + i)
+        assert reply == answer(full.handle_parsed, frame, Session(IP), NOW + i), frame
+        assert (b'"status":200' in reply) == ("," not in rid), frame  # type: ignore[operator]

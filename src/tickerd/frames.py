@@ -5,9 +5,11 @@ https://www.rfc-editor.org/rfc/rfc6455#section-5.2
 
 from __future__ import annotations
 
+from typing import Final
+
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
-_SMALL = [bytes((0x81, n)) for n in range(126)]
+_SMALL: Final = [bytes((0x81, n)) for n in range(126)]  # Final: a C constant when compiled
 
 # A close frame's payload is at most 125 bytes (§5.5): a 2-byte code and 123 of reason.
 MAX_CLOSE_REASON_BYTES = 123

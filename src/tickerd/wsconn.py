@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Final, Protocol
 
 from .frames import (
     OP_BINARY,
@@ -62,8 +62,8 @@ log = logging.getLogger("tickerd.server")
 Handler = Callable[[bytes, Session, int], Reply]
 """Answers one text message: ``Protocol.handle(payload, session, now_ms)``."""
 
-BIG_PART = 16 * 1024  # reply pieces at least this large go out by reference, not copied
-CONTROL_FRAMES_PER_S = 5  # Binance: at most 5 ping/pong frames per second
+BIG_PART: Final = 16 * 1024  # reply pieces at least this large go out by reference, not copied
+CONTROL_FRAMES_PER_S: Final = 5  # Binance: at most 5 ping/pong frames per second
 
 
 class State(Enum):
