@@ -61,7 +61,7 @@ def machine() -> Result:
 # What is known about a target that misses, printed under the headline when it does.
 MISS_NOTES = {
     ("mirror-recording", "recorded / plain instructions"): (
-        "Per applied aggTrade the compiled RowBuffer (src/tickerd/feeds/aggtrade_rows.py) "
+        "Per applied aggTrade the compiled RowBuffer (src/tickerd/aggtrade_rows.py) "
         "stores the row's seven fields in a flat list; each write prints a symbol's rows "
         "with one orjson.dumps and one bytes.replace. What is left per row: the call from "
         "the mirror, four event lookups, hashing the price and quantity texts for the "

@@ -40,7 +40,7 @@ COMPILED_MODULES = (
     "tickerd.frames",
     "tickerd.ratelimit",
     "tickerd.counters",
-    "tickerd.feeds.aggtrade_rows",
+    "tickerd.aggtrade_rows",
 )
 PURE_ENV = "TICKERD_PURE"  # "1": run (and install) the pure-Python path
 RECORD = "hotpath.json"  # written by the build beside this file: {"sources": {module: sha256}}

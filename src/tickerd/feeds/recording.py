@@ -10,8 +10,8 @@ numbers as the shortest decimal with one fraction digit at least (``97000.1``), 
 
 Theory of operation
 -------------------
-* Per mirrored trade, :class:`.aggtrade_rows.RowBuffer` (compiled with the request path)
-  stores the row's fields in the symbol's flat list: the price and quantity as printed
+* Per mirrored trade, :class:`tickerd.aggtrade_rows.RowBuffer` (compiled with the request
+  path) stores the row's fields in the symbol's flat list: the price and quantity as printed
   fragments from a bounded cache. At each write a symbol's rows join its open file at once
   when they fall in its day after its last id, and one ``orjson.dumps`` prints them.
   Events with a missing or odd field, rows that reach past the open file, and the push
@@ -45,9 +45,9 @@ from typing import IO, Any
 
 import orjson
 
+from ..aggtrade_rows import FALSE_END, FIELDS, TRUE_END, RowBuffer, csv_text
 from ..clock import Clock
 from ..models import Tick
-from .aggtrade_rows import FALSE_END, FIELDS, TRUE_END, RowBuffer, csv_text
 from .recording_files import HEADER, last_id_in, repair, zip_day
 
 log = logging.getLogger("tickerd.feeds.recording")
@@ -104,8 +104,8 @@ class _File:
     start: int  # the day's first ms
     end: int  # the next day's first ms
     last_id: int  # the last aggregate id written or buffered for the symbol
-    # The rows not yet written, flat (:mod:`.aggtrade_rows`): a flat list of numbers and
-    # fragments leaves the garbage collector's lists, unlike a tuple per row.
+    # The rows not yet written, flat (:mod:`tickerd.aggtrade_rows`): one list of numbers and
+    # fragments, not a tuple per row for the garbage collector to track.
     items: list[Any] = field(default_factory=list)
 
 
@@ -133,7 +133,7 @@ class TradeRecorder:
         #: Buffer the row of an applied aggTrade ``event``: ``(symbol, a, T, p, event)``,
         #: the aggregate id, trade time and price as the mirror read and checked them
         #: (``a`` an integer above the symbol's last, ``T`` an integer not before the last).
-        #: Called once per trade, it is the compiled :meth:`.aggtrade_rows.RowBuffer.add`.
+        #: Called once per trade: the compiled :meth:`tickerd.aggtrade_rows.RowBuffer.add`.
         self.record_event: RecordEvent = self._events.add
         self.pending: list[Path] = []  # closed CSVs of finished days, to zip
         try:

@@ -1,5 +1,8 @@
 """The CSV rows of recorded aggTrades, made as the trades come (the recorder's work per trade;
-compiled by mypyc with the request path, see :mod:`tickerd.hotpath`).
+compiled by mypyc with the request path, see :mod:`tickerd.hotpath`). It belongs to
+:mod:`tickerd.feeds.recording`, but sits at the package's top level: the build type-checks
+the packages of what it compiles, and ``tickerd.feeds`` imports what the build environment
+lacks (aiohttp, redis).
 
 Rows are kept flat, seven fields each, ready for one ``orjson.dumps`` of the lot: the
 aggregate id, the price and the quantity as printed fragments, the first and last trade
@@ -37,7 +40,7 @@ _M: Final[str] = _KEYS[3]
 
 def csv_text(items: list[Any]) -> bytes:
     """Flat rows (see the module docstring) as CSV lines, each ending in a newline."""
-    # Both ends are "e\n": a longer pattern is found faster than "\n," alone.
+    # Both maker fragments end in "e\n": a longer pattern is found faster than "\n,".
     return orjson.dumps(items)[1:-1].replace(b"e\n,", b"e\n")
 
 
@@ -57,7 +60,7 @@ class _Rows:
 
 class RowBuffer:
     """Recorded aggTrade events made into flat rows as they come, by symbol (the recorder's
-    per-trade work: six lookups and seven stores).
+    per-trade work: seven lookups and seven stores).
 
     ``printed`` maps a received price or quantity text to its printed fragment, and ``show``
     prints (and remembers) one it lacks. An event that lacks a field or has one of another
