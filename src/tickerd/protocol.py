@@ -312,9 +312,11 @@ class Protocol:
                 self.counters.price_errors[400] += 1  # ops
                 return self._error_counted(rid, 400, self._bad_rl_param, True, count)
         if has_symbol:
-            body = self._bodies.get(symbol) if type(symbol) is str else None
-            if body is None and type(symbol) is str:
-                body = self.book.body(symbol)  # not cached yet, or no price to serve
+            body = None
+            if type(symbol) is str:
+                body = self._bodies.get(symbol)
+                if body is None:
+                    body = self.book.body(symbol)  # not cached yet, or no price to serve
             if body is None:
                 error = self._bad_symbol if type(symbol) is str and symbol else self._bad_param
                 self.counters.price_errors[400] += 1  # ops

@@ -150,8 +150,9 @@ class MirrorState:
         book.update(_trade_of(tick, agg, data) if book.wants_trades else tick)
         self.last_agg[symbol] = agg
         self.stats.applied += 1
-        if self.record is not None:
-            self.record(symbol, agg, trade_time, price, data)
+        record = self.record
+        if record is not None:
+            record(symbol, agg, trade_time, price, data)
         return tick
 
     # -- snapshots --------------------------------------------------------------------------

@@ -54,7 +54,7 @@ log = logging.getLogger("tickerd.feeds.recording")
 
 SUBDIR = ("futures", "um", "daily", "aggTrades")
 FLUSH_S = 0.5  # seconds between writes of buffered rows (the bound is one second)
-MAX_BUFFER_ROWS = 16_384  # events and rows buffered (about 11 MB) before a write at once
+MAX_BUFFER_ROWS = 16_384  # rows buffered (in the buffer or in the files) before a write at once
 MAX_DECIMALS_CACHED = 1 << 16  # distinct price and quantity texts remembered
 FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for late rows
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
@@ -153,8 +153,6 @@ class TradeRecorder:
         """An event the buffer cannot take as it is: the symbol's rows so far, then its."""
         self._add_items(symbol, self._events.pop(symbol))
         self._add_event(symbol, event)
-        if self._buffered >= MAX_BUFFER_ROWS:
-            self.flush()
 
     def _add_items(self, symbol: str, items: list[Any]) -> None:
         """Buffer a symbol's flat rows (in order) in its file: all at once when they fall in
@@ -187,20 +185,17 @@ class TradeRecorder:
         self._buffered += 1
 
     def _add_event(self, symbol: str, event: dict[str, Any]) -> None:
-        """One event's row, each odd field replaced as the files print it."""
-        agg: int = event["a"]
-        p, q, first, last, maker = map(event.get, _FIELD_NAMES)
-        if type(first) is not int:
-            first = agg
-        if type(last) is not int:
-            last = agg
-        end = TRUE_END if maker is True else FALSE_END
-        self._add_row(symbol, (agg, self._shown(p), self._shown(q), first, last, event["T"], end))
+        """One event's row, each odd field replaced as the files print it (by :meth:`record`)."""
+        fields: list[Any] = [event.get(name) for name in _FIELD_NAMES]  # None if missing
+        p, q, first, last, maker = fields
+        self.record(Tick(symbol, p, event["T"]), event["a"], q, first, last, maker)
 
     def record(
         self, tick: Tick, agg_id: int, quantity: str, first_id: int, last_id: int, maker: bool
     ) -> None:
-        """Buffer one row; rows whose id is not above the symbol's last are dropped."""
+        """Buffer one row; rows whose id is not above the symbol's last are dropped. A price
+        or quantity that is not a text is written ``0.0``, a trade id that is not an integer
+        as the aggregate id, a maker flag that is not ``True`` as false."""
         self._add_row(tick.symbol, (
             agg_id, self._shown(tick.price), self._shown(quantity),
             first_id if type(first_id) is int else agg_id,
