@@ -484,7 +484,7 @@ def test_event_buffer_and_printed_decimals_are_bounded(
         event = {"s": "BTCUSDT", "a": i, "p": f"42000.{i}0", "q": f"0.{i:03d}", "f": i, "l": i,
                  "T": t + i, "m": False}  # fmt: skip
         _record(rec, "BTCUSDT", event)
-        assert len(rec._printed) <= 3  # noqa: SLF001 - the bound under test
+        assert len(rec._events.printed) <= 3  # noqa: SLF001 - the bound under test
         if i == 4:
             assert not path.exists()  # buffered: fewer than 5 events
     assert path.read_bytes().count(b"\n") == 1 + 10  # written at 5 and at 10 events

@@ -16,12 +16,10 @@ nothing per row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import orjson
 from mypy_extensions import i64
-
-Shown = TypeVar("Shown")  # a printed price or quantity
 
 TRUE_END: Final = orjson.Fragment(b"true\n")
 FALSE_END: Final = orjson.Fragment(b"false\n")
@@ -38,15 +36,46 @@ _L: Final[str] = _KEYS[2]
 _M: Final[str] = _KEYS[3]
 
 
-def csv_text(items: list[Any]) -> bytes:
+def shortest_fragment(text: str) -> orjson.Fragment | None:
+    """A plain decimal text (ASCII digits, at most one ``.`` with digits on both sides) as
+    Binance's files print it, for orjson: no trailing zeros, one fraction digit at least
+    (``"97000.10"`` → ``97000.1``, ``"3"`` → ``3.0``). None for any other text."""
+    if not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    n: i64 = len(raw)
+    dot: i64 = -1
+    for k in range(n):
+        c = raw[k]
+        if c == 46:  # "."
+            if dot >= 0:
+                return None
+            dot = k
+        elif c < 48 or c > 57:
+            return None
+    if n == 0 or dot == 0 or dot == n - 1:
+        return None
+    if dot < 0:
+        return orjson.Fragment(raw + b".0")
+    end: i64 = n
+    while raw[end - 1] == 48:
+        end -= 1
+    if end == dot + 1:
+        end += 1  # "3.00" -> "3.0"
+    return orjson.Fragment(raw if end == n else raw[:end])
+
+
+def csv_text(items: list[Any]) -> memoryview:
     """Flat rows (see the module docstring) as CSV lines, each ending in a newline."""
     # Both maker fragments end in "e\n": a longer pattern is found faster than "\n,".
-    return orjson.dumps(items)[1:-1].replace(b"e\n,", b"e\n")
+    # The brackets are left out by the view, not by a copy.
+    return memoryview(orjson.dumps(items).replace(b"e\n,", b"e\n"))[1:-1]
 
 
 class _Rows:
-    """A symbol's flat rows: ``items[:n]``. The list doubles when full (appending one by
-    one would copy it eight times over as it grows), and is cut to ``n`` when taken."""
+    """A symbol's flat rows: ``items[:n]``. The list doubles when full, by repeating itself
+    (the copies are overwritten; cheaper than appending one by one or extending with
+    ``None``s), and is cut to ``n`` when taken."""
 
     def __init__(self) -> None:
         self.items: list[Any] = [None] * (FIELDS * 16)
@@ -62,8 +91,9 @@ class RowBuffer:
     """Recorded aggTrade events made into flat rows as they come, by symbol (the recorder's
     per-trade work: seven lookups and seven stores).
 
-    ``printed`` maps a received price or quantity text to its printed fragment, and ``show``
-    prints (and remembers) one it lacks. An event that lacks a field or has one of another
+    :attr:`printed` maps a received price or quantity text to its printed fragment (at most
+    ``max_printed`` texts; cleared when full): plain decimals are printed here, any other
+    text by ``show``. An event that lacks a field or has one of another
     type than Binance sends (integers ``a``, ``f``, ``l``, ``T``; texts ``p``, ``q``; a
     boolean ``m``) goes to ``odd`` instead, to be made row by row. ``full`` runs when
     ``limit`` rows are buffered.
@@ -71,13 +101,14 @@ class RowBuffer:
 
     def __init__(
         self,
-        printed: dict[str, Shown],
-        show: Callable[[str], Shown],
+        show: Callable[[str], orjson.Fragment],
         odd: Callable[[str, dict[str, Any]], None],
         full: Callable[[], None],
         limit: int,
+        max_printed: int,
     ) -> None:
-        self.printed = printed
+        self.printed: dict[str, orjson.Fragment] = {}
+        self.max_printed: i64 = max_printed
         self.show = show
         self.odd = odd
         self.full = full
@@ -113,10 +144,10 @@ class RowBuffer:
         items = rows.items
         i: i64 = rows.n
         if i == len(items):
-            items.extend([None] * i)
+            items *= 2
         items[i] = a
-        items[i + 1] = self.show(p) if price is None else price
-        items[i + 2] = self.show(q) if qty is None else qty
+        items[i + 1] = self.printed_of(p) if price is None else price
+        items[i + 2] = self.printed_of(q) if qty is None else qty
         items[i + 3] = first
         items[i + 4] = last
         items[i + 5] = t
@@ -125,6 +156,19 @@ class RowBuffer:
         self.count += 1
         if self.count >= self.limit:
             self.full()
+
+    def printed_of(self, text: str) -> orjson.Fragment:
+        """``text`` (a received price or quantity) as printed, remembered."""
+        printed = self.printed
+        shown = printed.get(text)
+        if shown is None:
+            shown = shortest_fragment(text)
+            if shown is None:
+                shown = self.show(text)
+            if len(printed) >= self.max_printed:
+                printed.clear()
+            printed[text] = shown
+        return shown
 
     def take(self) -> dict[str, list[Any]]:
         """Every symbol's rows, leaving none."""

@@ -86,6 +86,11 @@ def decimal_text(value: object) -> str:
     return shortest(format(number, "f"))
 
 
+def printed_fragment(text: str) -> orjson.Fragment:
+    """``text`` printed (:func:`decimal_text`) as a fragment for orjson."""
+    return orjson.Fragment(decimal_text(text).encode("ascii"))
+
+
 def shortest(text: str) -> str:
     """A decimal string as Binance's files print it: no trailing zeros, one fraction digit
     at least (``"97000.10"`` → ``"97000.1"``, ``"3"`` → ``"3.0"``)."""
@@ -126,9 +131,8 @@ class TradeRecorder:
         self._files: dict[str, _File] = {}
         self._last_id: dict[str, int] = {}
         self._buffered = 0  # rows in the files' items, not yet written
-        self._printed: dict[str, orjson.Fragment] = {}  # received price or quantity -> printed
         self._events = RowBuffer(
-            self._printed, self._print_decimal, self._add_odd, self.flush, MAX_BUFFER_ROWS
+            printed_fragment, self._add_odd, self.flush, MAX_BUFFER_ROWS, MAX_DECIMALS_CACHED
         )
         #: Buffer the row of an applied aggTrade ``event``: ``(symbol, a, T, p, event)``,
         #: the aggregate id, trade time and price as the mirror read and checked them
@@ -216,18 +220,7 @@ class TradeRecorder:
 
     def _shown(self, value: object) -> orjson.Fragment:
         """A received price or quantity as printed (``0.0`` if not a text)."""
-        if type(value) is not str:
-            return _ZERO
-        shown = self._printed.get(value)
-        return self._print_decimal(value) if shown is None else shown
-
-    def _print_decimal(self, text: str) -> orjson.Fragment:
-        """``text`` printed (:func:`decimal_text`) as a fragment for orjson, and remembered
-        (at most :data:`MAX_DECIMALS_CACHED` texts)."""
-        if len(self._printed) >= MAX_DECIMALS_CACHED:
-            self._printed.clear()
-        shown = self._printed[text] = orjson.Fragment(decimal_text(text).encode("ascii"))
-        return shown
+        return self._events.printed_of(value) if type(value) is str else _ZERO
 
     def _file_at(self, symbol: str, time_ms: int) -> _File | None:
         """The symbol's file of the day of ``time_ms``, opened if need be; None (the row
