@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "benchmarks" / "run.py"
 COMMITTED = ROOT / "benchmarks" / "RESULTS.md"
@@ -76,3 +78,26 @@ def test_an_unknown_server_is_bad_usage() -> None:
     )
     assert done.returncode == 2
     assert "--servers: unknown nginx; choose from naive, echo" in done.stderr
+
+
+def test_an_open_loop_run_whose_generator_lost_its_core_is_measured_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = harness()
+    plan = run.parse_args([])
+    gen_cls = run.Gen
+    figures = iter(
+        [
+            {"rps": 20_000.0, "srv_cpu": 0.45, "gen_cpu": 0.976, "p99_us": 27_609},
+            {"rps": 20_000.0, "srv_cpu": 0.44, "gen_cpu": 1.0, "p99_us": 90},
+            {"rps": 20_000.0, "srv_cpu": 0.44, "gen_cpu": 1.0, "p99_us": 95},
+        ]
+    )
+    monkeypatch.setattr(gen_cls, "once", lambda self, srv, args: dict(next(figures)))
+    gen = gen_cls(Path("loadgen"), plan)
+    starved = gen.run(object(), ["-r", "20000", "-S"], False)
+    assert starved["p99_us"] == 90
+    assert starved["rerun_after"]["gen_cpu"] == 0.976
+    assert starved["rerun_after"]["p99_us"] == 27_609
+    steady = gen.run(object(), ["-r", "20000", "-S"], False)
+    assert steady["p99_us"] == 95 and "rerun_after" not in steady

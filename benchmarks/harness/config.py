@@ -21,6 +21,7 @@ SERVER_CPU, GEN_CPU = 0, 1
 ALL_SYMBOLS = 512
 NOFILE = 20_000
 SATURATED = 0.9  # srv_cpu below this, in a scenario meant to saturate: measure again once
+GEN_SPINNING = 0.99  # gen_cpu below this in an open-loop run (-S spins): measure again once
 # loadgen -b: after an event the generator polls this long before sleeping, so a server is not
 # charged the generator's loopback wake-ups (loadgen.c, "Loopback caveat"). Without it the
 # naive server, which writes once per reply, pays one wake-up per reply and tickerd/naive

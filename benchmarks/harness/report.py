@@ -134,7 +134,11 @@ def lg_row(rep_no: int, server: str, r: Result | None, saturating: bool) -> str:
     if not ok(r):
         return f"| {rep_no} | {server} | failed: {r.get('failed', '?')} | | | | | | | |"
     rerun = r.get("rerun_after")
-    note = f"re-run (first: srv_cpu {rerun['srv_cpu']})" if rerun else ""
+    note = ""
+    if rerun and not saturating and rerun.get("gen_cpu") is not None:
+        note = f"re-run (first: gen_cpu {rerun['gen_cpu']}, p99 {rerun.get('p99_us')} µs)"
+    elif rerun:
+        note = f"re-run (first: srv_cpu {rerun['srv_cpu']})"
     if r.get("failed"):
         note += f" {r['failed']}: {r.get('errors')} lost {r.get('lost')}"
     sat = " †" if saturating and (r.get("srv_cpu") or 0) < SATURATED else ""
@@ -298,7 +302,9 @@ READING_NOTE = (
     "request, RSS and ticks/s targets are absolute by nature. `srv_cpu` is the server "
     "process's share of its core during the measured window; `cpu0 other` is the share of "
     "CPU 0 used by other processes (noise) during the run; † marks a run meant to saturate the "
-    "server that did not (srv_cpu < 0.9) even after one re-run."
+    "server that did not (srv_cpu < 0.9) even after one re-run. An open-loop run whose "
+    "generator (it spins) got less than 0.99 of its core is measured again once, its first "
+    "figures in the note: its latencies were the generator's own stalls."
 )
 
 
