@@ -41,6 +41,7 @@ COMPILED_MODULES = (
     "tickerd.ratelimit",
     "tickerd.counters",
     "tickerd.aggtrade_rows",
+    "tickerd.cluster.shared_limiter",
 )
 PURE_ENV = "TICKERD_PURE"  # "1": run (and install) the pure-Python path
 RECORD = "hotpath.json"  # written by the build beside this file: {"sources": {module: sha256}}

@@ -98,9 +98,10 @@ class SharedLimiter(RateLimiter):
         listener: Callable[[LimitEvent], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         divisor: int = GRANT_DIVISOR,
-        **kwargs: int,
+        window_ms: int = weights.MINUTE_MS,
+        ban_grace: int = weights.BAN_GRACE_REQUESTS,
     ) -> None:
-        super().__init__(limit, listener=listener, **kwargs)  # type: ignore[arg-type]
+        super().__init__(limit, listener=listener, window_ms=window_ms, ban_grace=ban_grace)
         self.source = source
         self.on_outage = on_outage
         self.monotonic = monotonic
