@@ -32,6 +32,7 @@ BYTE_EXACT_TESTS = [
     "tests/test_ratelimit.py",
     "tests/test_errors.py",
     "tests/test_recording.py",
+    "tests/test_aggtrade_rows.py",
 ]
 
 

@@ -67,8 +67,7 @@ MISS_NOTES = {
         "the mirror, four event lookups, hashing the price and quantity texts for the "
         "printed-decimals cache, and printing them; the ids, in the billions as a busy "
         "symbol's are, are multi-digit integers that orjson prints through a slower path "
-        "(about 230 instructions each, 4 per row: with ids under 2**30 the same rows cost "
-        "1.100x). All this against a mirror path (orjson.loads, the checks, "
+        "(about 230 instructions each, 4 per row). All this against a mirror path (orjson.loads, the checks, "
         "PriceBook.update) of about 37 000 instructions."
     ),
     ("open-loop-20k", "server CPU per request"): (
@@ -137,10 +136,10 @@ def lg_row(rep_no: int, server: str, r: Result | None, saturating: bool) -> str:
         return f"| {rep_no} | {server} | failed: {r.get('failed', '?')} | | | | | | | |"
     rerun = r.get("rerun_after")
     note = ""
-    if rerun and not saturating and rerun.get("gen_cpu") is not None:
-        note = f"re-run (first: gen_cpu {rerun['gen_cpu']}, p99 {rerun.get('p99_us')} µs)"
-    elif rerun:
+    if rerun and saturating:
         note = f"re-run (first: srv_cpu {rerun['srv_cpu']})"
+    elif rerun:  # the generator lost its core
+        note = f"re-run (first: gen_cpu {rerun.get('gen_cpu')}, p99 {rerun.get('p99_us')} µs)"
     if r.get("failed"):
         note += f" {r['failed']}: {r.get('errors')} lost {r.get('lost')}"
     sat = " †" if saturating and (r.get("srv_cpu") or 0) < SATURATED else ""

@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-#: The WebSocket API request path and the recorder's per-trade rows, compiled by mypyc when
-#: a C compiler is present (the one list; ``setup.py`` reads it). The transport's picows subclasses stay interpreted: a mypyc
-#: native class cannot derive from picows' Cython types. ``book.py`` stays interpreted: its
+#: The WebSocket API request path (with the cluster's limiter, which charges every request of
+#: a worker on Redis) and the recorder's per-trade rows, compiled by mypyc when a C compiler
+#: is present (the one list; ``setup.py`` reads it). The transport's picows subclasses stay
+#: interpreted: a mypyc native class cannot derive from picows' Cython types. ``book.py`` stays interpreted: its
 #: ``make_tick`` refuses ill-typed input with TickRejected, where compiled code would raise
 #: TypeError at the call (the request path only reads its cached bodies).
 COMPILED_MODULES = (

@@ -16,9 +16,9 @@ Theory of operation
   when they fall in its day after its last id, and one ``orjson.dumps`` prints them.
   Events with a missing or odd field, rows that reach past the open file, and the push
   ingest's ticks go row by row. Rows are written at least every :data:`FLUSH_S` seconds,
-  and at once when :data:`MAX_BUFFER_ROWS` rows wait in the buffer or in the files: memory
-  is bounded whatever the rate. A write hands whole lines to the OS, so a SIGKILL loses at
-  most the last second.
+  and at once when :data:`MAX_BUFFER_ROWS` rows wait in the buffer or in the files (each):
+  memory is bounded whatever the rate. A write hands whole lines to the OS, so a SIGKILL
+  loses at most the last second.
 * The days of a symbol only move forward (the mirror applies a trade only if not older
   than the symbol's last), so a row for a later day closes the symbol's file; a file whose
   day has been over for :data:`FINISH_GRACE_MS` by the service clock is closed too. A
@@ -54,7 +54,7 @@ log = logging.getLogger("tickerd.feeds.recording")
 
 SUBDIR = ("futures", "um", "daily", "aggTrades")
 FLUSH_S = 0.5  # seconds between writes of buffered rows (the bound is one second)
-MAX_BUFFER_ROWS = 16_384  # rows buffered (in the buffer or in the files) before a write at once
+MAX_BUFFER_ROWS = 16_384  # mirrored rows, and rows made one by one, buffered before a write
 MAX_DECIMALS_CACHED = 1 << 16  # distinct price and quantity texts remembered
 FINISH_GRACE_MS = 60_000  # a day's file stays open this long past midnight, for late rows
 MAX_OPEN_FILES = 4096  # open CSVs at most (one per symbol); beyond it the oldest is closed
